@@ -1,0 +1,45 @@
+// test_util.cpp: helpers shared by the tests (see test_util.h).
+#include "test_util.h"
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace smoe::test {
+
+std::string temp_dir(const std::string& name) {
+  std::filesystem::path p = std::filesystem::path(SMOE_TEST_TMP) / name;
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p.string();
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+CmdResult run_smoe(const std::string& args, const std::string& stdin_text) {
+  std::string dir = temp_dir("cmd_" + std::to_string(::getpid()));
+  std::string in = dir + "/stdin", out = dir + "/stdout", err = dir + "/stderr";
+  write_file(in, stdin_text);
+  std::string cmd = std::string("'") + SMOE_BINARY + "' " + args + " <'" + in + "' >'" + out +
+                    "' 2>'" + err + "'";
+  int status = std::system(cmd.c_str());
+  CmdResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = read_file(out);
+  r.err = read_file(err);
+  return r;
+}
+
+}  // namespace smoe::test
