@@ -1,6 +1,32 @@
-// main.cpp: the smoe command-line tool (subcommands are added as they are built).
+// main.cpp: the smoe command-line tool: parses the subcommand and turns errors into a
+// message on stderr and a non-zero exit.
+#include <CLI/CLI.hpp>
 #include <cstdio>
-int main() {
-  std::puts("smoe");
+#include <exception>
+
+#include "apps/commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"smoe: run, study and serve sparse mixture-of-experts (Mixtral-family) models"};
+  app.require_subcommand(1);
+  smoe::register_run(app);
+  smoe::register_logits(app);
+  smoe::register_tokenize(app);
+  smoe::register_info(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const smoe::Error& e) {
+    std::fprintf(stderr, "smoe: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "smoe: error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "smoe: error: %s\n", e.what());
+    return 1;
+  }
   return 0;
 }

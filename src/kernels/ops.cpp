@@ -1,0 +1,80 @@
+// ops.cpp: scalar reference kernels (the truth SIMD kernels are tested against).
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "kernels/dequant.h"
+
+namespace smoe {
+
+void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
+                 int64_t T) {
+  const int64_t D = w.shape.back();
+  const size_t rb = row_bytes(w.dtype, D);
+  thread_local std::vector<float> row;
+  row.resize(static_cast<size_t>(D));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* wr;
+    if (w.dtype == DType::F32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0) {
+      wr = reinterpret_cast<const float*>(w.data + (row0 + r) * rb);
+    } else {
+      dequantize_row(w.dtype, w.data + (row0 + r) * rb, row.data(), D);
+      wr = row.data();
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * D;
+      float acc = 0.f;
+      for (int64_t i = 0; i < D; ++i) acc += wr[i] * xt[i];
+      y[t * n_rows + r] = acc;
+    }
+  }
+}
+
+void matmul(const TensorView& w, const float* x, float* y, int64_t T) {
+  matmul_rows(w, 0, w.numel() / w.shape.back(), x, y, T);
+}
+
+void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, int64_t D) {
+  thread_local std::vector<float> wbuf;
+  wbuf.resize(static_cast<size_t>(D));
+  dequantize_row(weight.dtype, weight.data, wbuf.data(), D);
+  double ss = 0;
+  for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(D) + eps));
+  for (int64_t i = 0; i < D; ++i) out[i] = x[i] * scale * wbuf[i];
+}
+
+void rope_interleaved(float* v, int64_t head_dim, int64_t pos, float theta) {
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const double freq = std::pow(static_cast<double>(theta),
+                                 -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+    const double angle = static_cast<double>(pos) * freq;
+    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    const float a = v[2 * i], b = v[2 * i + 1];
+    v[2 * i] = a * c - b * s;
+    v[2 * i + 1] = a * s + b * c;
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float mx = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+float silu(float x) { return x / (1.f + std::exp(-x)); }
+
+void embedding_row(const TensorView& table, int64_t row, float* out) {
+  const int64_t D = table.shape.back();
+  dequantize_row(table.dtype, table.data + row * row_bytes(table.dtype, D), out, D);
+}
+
+}  // namespace smoe

@@ -1,0 +1,27 @@
+// ops.h: scalar reference implementations of the transformer's building blocks.
+// They know nothing of models; shapes are given as arguments. Legend: T tokens,
+// D dim, N output rows (a weight matrix is [N, D] row-major in any DType).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace smoe {
+
+// y[T, N] = x[T, D] · W[N, D]^T. Each weight row is converted once and reused for all T.
+void matmul(const TensorView& w, const float* x, float* y, int64_t T);
+// Same, for rows [row0, row0 + n_rows) of w only (y is [T, n_rows]).
+void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
+                 int64_t T);
+// out[D] = x[D] / sqrt(mean(x^2) + eps) * weight[D]; weight in any float DType.
+void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, int64_t D);
+// In place rotary embedding of one head vector v[hd] at position pos, interleaved pairs
+// (v[2i], v[2i+1]) rotated by pos * theta^(-2i/hd) (Mistral / GGUF convention).
+void rope_interleaved(float* v, int64_t head_dim, int64_t pos, float theta);
+// In place softmax over x[n].
+void softmax(float* x, int64_t n);
+float silu(float x);
+// Row r of an embedding table [V, D] as float32.
+void embedding_row(const TensorView& table, int64_t row, float* out);
+
+}  // namespace smoe

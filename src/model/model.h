@@ -1,0 +1,71 @@
+// model.h: a loaded model: its config, weight views (into mapped files or owned buffers)
+// and tokenizer, whatever format it came from. Legend: V vocab, D dim, E experts,
+// F expert hidden, H heads, KV kv heads, hd head dim. Linear weights are [out, in].
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+#include "tokenizer/tokenizer.h"
+
+namespace smoe {
+
+struct ExpertWeights {
+  TensorView w1;  // [F, D] gate projection (SiLU branch)
+  TensorView w2;  // [D, F] down projection
+  TensorView w3;  // [F, D] up projection
+};
+
+struct LayerWeights {
+  TensorView attn_norm;  // [D]
+  TensorView wq;         // [H*hd, D], rows in interleaved-RoPE order
+  TensorView wk;         // [KV*hd, D], rows in interleaved-RoPE order
+  TensorView wv;         // [KV*hd, D]
+  TensorView wo;         // [D, H*hd]
+  TensorView ffn_norm;   // [D]
+  TensorView router;     // [E, D]; empty (data == nullptr) for dense models
+  std::vector<ExpertWeights> experts;  // E entries
+};
+
+// What a model file holds besides the weights (owned storage behind the views).
+struct ModelStorage {
+  virtual ~ModelStorage() = default;
+};
+
+struct Model {
+  ModelConfig config;
+  std::string path;    // what it was loaded from
+  std::string format;  // "gguf", "hf", "mistral", "synthetic"
+  TensorView tok_embd;  // [V, D]
+  TensorView out_norm;  // [D]
+  TensorView output;    // [V, D] (the embedding table when tied)
+  std::vector<LayerWeights> layers;
+  std::unique_ptr<Tokenizer> tokenizer;  // may be null (synthetic models)
+  size_t file_bytes = 0;                 // size of the weight files on disk
+
+  // Every weight tensor (experts of stacked GGUF tensors appear one slice each).
+  std::vector<const TensorView*> all_tensors() const;
+
+  // Keeps mapped files and converted buffers alive.
+  std::vector<std::unique_ptr<ModelStorage>> storage;
+  std::vector<std::vector<uint8_t>> owned;
+  // Copies bytes into an owned, 64-byte aligned buffer and returns a pointer to it.
+  const uint8_t* own(const uint8_t* data, size_t n);
+  uint8_t* own_zeroed(size_t n);
+};
+
+// Loads a model from a GGUF file, a Hugging Face folder (config.json + safetensors) or a
+// Mistral consolidated folder (params.json + consolidated.safetensors), detected from the
+// path. Throws smoe::Error naming the file, tensor or field on any problem.
+std::unique_ptr<Model> load_model(const std::string& path);
+
+// Detects what `path` is: "gguf", "hf", "mistral", "hf-config", "mistral-config" or throws.
+std::string detect_format(const std::string& path);
+
+// Checks that a tensor has the expected shape (throws naming `where` and the tensor).
+void expect_shape(const TensorView& t, const std::vector<int64_t>& shape, const std::string& where);
+
+}  // namespace smoe

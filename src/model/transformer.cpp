@@ -1,0 +1,204 @@
+// transformer.cpp: the float32 reference forward pass.
+// Per layer: h = x + Attention(RMSNorm(x)); out = h + MoE(RMSNorm(h)).
+// The MoE layer groups the batch's tokens by expert (count, prefix-sum offsets, gather),
+// runs one matrix product per selected expert, and scatters the gated results back.
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "core/error.h"
+#include "kernels/ops.h"
+
+namespace smoe {
+
+void route_top_k(const float* logits, int64_t n_experts, int64_t k, int32_t* ids, float* weights) {
+  // Partial selection sort: n_experts is small (8..256).
+  thread_local std::vector<int32_t> order;
+  order.resize(static_cast<size_t>(n_experts));
+  std::iota(order.begin(), order.end(), 0);
+  std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  for (int64_t j = 0; j < k; ++j) {
+    ids[j] = order[j];
+    weights[j] = logits[order[j]];
+  }
+  softmax(weights, k);  // G(x) = Softmax(TopK(logits))
+}
+
+Session::Session(const Model& model, int64_t n_ctx) : model_(model), n_ctx_(n_ctx) {
+  const ModelConfig& c = model.config;
+  SMOE_CHECK(n_ctx > 0 && n_ctx <= c.max_seq_len, "context size ", n_ctx,
+             " is out of range (expected 1..", c.max_seq_len, ", the model's context length)");
+  const size_t cache = static_cast<size_t>(c.n_layers * n_ctx * c.kv_dim());
+  k_cache_.assign(cache, 0.f);
+  v_cache_.assign(cache, 0.f);
+  expert_tokens.assign(static_cast<size_t>(c.n_layers * c.n_experts), 0);
+}
+
+void Session::forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits) {
+  const ModelConfig& c = model_.config;
+  const int64_t T = static_cast<int64_t>(tokens.size()), D = c.dim, V = c.vocab_size;
+  SMOE_CHECK(T > 0, "forward: no tokens given");
+  SMOE_CHECK(n_past_ + T <= n_ctx_, "sequence of ", n_past_ + T,
+             " tokens exceeds the context size ", n_ctx_, " (raise --ctx, at most ",
+             c.max_seq_len, " for this model, or shorten the prompt)");
+  for (int64_t t = 0; t < T; ++t)
+    SMOE_CHECK(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
+               " is out of range (expected 0..", V - 1, ")");
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  };
+  grow(x_, T * D);
+  grow(xn_, T * D);
+  grow(tmp_, T * D);
+  if (route_record) {
+    route_record->n_layers = c.n_layers;
+    route_record->n_tokens = T;
+    route_record->k = c.n_experts_used;
+    route_record->experts.assign(static_cast<size_t>(c.n_layers * T * c.n_experts_used), 0);
+    route_record->gates.assign(route_record->experts.size(), 0.f);
+    route_record->router_logits.assign(static_cast<size_t>(c.n_layers * T * c.n_experts), 0.f);
+  }
+
+  for (int64_t t = 0; t < T; ++t) embedding_row(model_.tok_embd, tokens[t], &x_[t * D]);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    attention(l, T);
+    moe(l, T);
+  }
+
+  // Final norm and output projection, for every token or only the last.
+  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
+  for (int64_t t = first; t < T; ++t)
+    rmsnorm(&x_[t * D], model_.out_norm, c.norm_eps, &xn_[(t - first) * D], D);
+  logits.resize(static_cast<size_t>(n_out * V));
+  matmul(model_.output, xn_.data(), logits.data(), n_out);
+  n_past_ += T;
+}
+
+void Session::attention(int64_t layer, int64_t T) {
+  const ModelConfig& c = model_.config;
+  const LayerWeights& w = model_.layers[static_cast<size_t>(layer)];
+  const int64_t D = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t group = c.n_heads / c.n_kv_heads;
+  if (static_cast<int64_t>(q_.size()) < T * qd) q_.resize(static_cast<size_t>(T * qd));
+  if (static_cast<int64_t>(att_.size()) < T * qd) att_.resize(static_cast<size_t>(T * qd));
+  if (static_cast<int64_t>(k_.size()) < T * kvd) k_.resize(static_cast<size_t>(T * kvd));
+  if (static_cast<int64_t>(v_.size()) < T * kvd) v_.resize(static_cast<size_t>(T * kvd));
+  if (static_cast<int64_t>(scores_.size()) < n_ctx_) scores_.resize(static_cast<size_t>(n_ctx_));
+
+  for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.attn_norm, c.norm_eps, &xn_[t * D], D);
+  matmul(w.wq, xn_.data(), q_.data(), T);  // [T, H*hd]
+  matmul(w.wk, xn_.data(), k_.data(), T);  // [T, KV*hd]
+  matmul(w.wv, xn_.data(), v_.data(), T);  // [T, KV*hd]
+
+  float* kc = &k_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];  // [C, KV*hd]
+  float* vc = &v_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t pos = n_past_ + t;
+    for (int64_t h = 0; h < c.n_heads; ++h) rope_interleaved(&q_[t * qd + h * hd], hd, pos, c.rope_theta);
+    for (int64_t h = 0; h < c.n_kv_heads; ++h) rope_interleaved(&k_[t * kvd + h * hd], hd, pos, c.rope_theta);
+    std::copy_n(&k_[t * kvd], kvd, kc + pos * kvd);
+    std::copy_n(&v_[t * kvd], kvd, vc + pos * kvd);
+  }
+
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t pos = n_past_ + t;
+    const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+    for (int64_t h = 0; h < c.n_heads; ++h) {
+      const float* q = &q_[t * qd + h * hd];
+      const int64_t kvh = h / group;
+      float* s = scores_.data();
+      for (int64_t j = start; j <= pos; ++j) {
+        const float* k = kc + j * kvd + kvh * hd;
+        float dot = 0.f;
+        for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
+        s[j - start] = dot * scale;
+      }
+      softmax(s, pos - start + 1);
+      float* out = &att_[t * qd + h * hd];
+      std::fill_n(out, hd, 0.f);
+      for (int64_t j = start; j <= pos; ++j) {
+        const float* v = vc + j * kvd + kvh * hd;
+        const float p = s[j - start];
+        for (int64_t i = 0; i < hd; ++i) out[i] += p * v[i];
+      }
+    }
+  }
+  matmul(w.wo, att_.data(), tmp_.data(), T);  // [T, D]
+  for (int64_t i = 0; i < T * D; ++i) x_[i] += tmp_[i];
+}
+
+void Session::moe(int64_t layer, int64_t T) {
+  const ModelConfig& c = model_.config;
+  const LayerWeights& w = model_.layers[static_cast<size_t>(layer)];
+  const int64_t D = c.dim, F = c.hidden_dim, E = c.n_experts, K = c.n_experts_used;
+  for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.ffn_norm, c.norm_eps, &xn_[t * D], D);
+
+  // Route: top-K experts per token and their gates.
+  top_ids_.resize(static_cast<size_t>(T * K));
+  gates_.resize(static_cast<size_t>(T * K));
+  if (c.has_router) {
+    router_logits_.resize(static_cast<size_t>(T * E));
+    matmul(w.router, xn_.data(), router_logits_.data(), T);  // [T, E]
+    for (int64_t t = 0; t < T; ++t)
+      route_top_k(&router_logits_[t * E], E, K, &top_ids_[t * K], &gates_[t * K]);
+  } else {
+    std::fill(top_ids_.begin(), top_ids_.end(), 0);
+    std::fill(gates_.begin(), gates_.end(), 1.f);
+  }
+  if (route_record) {
+    std::copy_n(top_ids_.begin(), T * K, route_record->experts.begin() + layer * T * K);
+    std::copy_n(gates_.begin(), T * K, route_record->gates.begin() + layer * T * K);
+    if (c.has_router)
+      std::copy_n(router_logits_.begin(), T * E, route_record->router_logits.begin() + layer * T * E);
+  }
+
+  // Group (token, slot) pairs by expert: counts, prefix-sum offsets, expert-major gather.
+  counts_.assign(static_cast<size_t>(E), 0);
+  for (int64_t i = 0; i < T * K; ++i) ++counts_[top_ids_[i]];
+  offsets_.assign(static_cast<size_t>(E + 1), 0);
+  for (int64_t e = 0; e < E; ++e) offsets_[e + 1] = offsets_[e] + counts_[e];
+  const int64_t S = T * K;  // slots
+  slot_token_.resize(static_cast<size_t>(S));
+  slot_gate_.resize(static_cast<size_t>(S));
+  xg_.resize(static_cast<size_t>(S * D));
+  yg_.resize(static_cast<size_t>(S * D));
+  h1_.resize(static_cast<size_t>(S * F));
+  h3_.resize(static_cast<size_t>(S * F));
+  std::vector<int32_t>& fill = counts_;  // reused as per-expert write cursor
+  std::fill(fill.begin(), fill.end(), 0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t j = 0; j < K; ++j) {
+      const int32_t e = top_ids_[t * K + j];
+      const int64_t s = offsets_[e] + fill[e]++;
+      slot_token_[s] = static_cast<int32_t>(t);
+      slot_gate_[s] = gates_[t * K + j];
+      std::copy_n(&xn_[t * D], D, &xg_[s * D]);
+    }
+
+  // One SwiGLU per selected expert over its tokens: W2 (SiLU(W1 x) * W3 x).
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t n = offsets_[e + 1] - offsets_[e];
+    if (n == 0) continue;  // unselected experts cost nothing
+    expert_tokens[static_cast<size_t>(layer * E + e)] += n;
+    const ExpertWeights& ex = w.experts[static_cast<size_t>(e)];
+    const int64_t s0 = offsets_[e];
+    matmul(ex.w1, &xg_[s0 * D], &h1_[s0 * F], n);  // [n, F]
+    matmul(ex.w3, &xg_[s0 * D], &h3_[s0 * F], n);  // [n, F]
+    for (int64_t i = s0 * F; i < (s0 + n) * F; ++i) h1_[i] = silu(h1_[i]) * h3_[i];
+    matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n);  // [n, D]
+  }
+
+  // Weighted scatter back onto the residual stream.
+  for (int64_t s = 0; s < S; ++s) {
+    float* x = &x_[slot_token_[s] * D];
+    const float g = slot_gate_[s];
+    for (int64_t i = 0; i < D; ++i) x[i] += g * yg_[s * D + i];
+  }
+}
+
+}  // namespace smoe
