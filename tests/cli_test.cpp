@@ -1,0 +1,91 @@
+// cli_test.cpp: the CLI's tokenize/detokenize/run forms, on real files.
+#include <nlohmann/json.hpp>
+
+#include "runtime/generate.h"
+#include "tokenizer/tokenizer.h"
+#include "test_util.h"
+
+namespace smoe {
+namespace {
+
+using json = nlohmann::json;
+
+TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string text = "ROMEO:\nWhat light through yonder window breaks?";
+  for (const std::string src : {"models/tiny-mixtral-B", "tokenizers/shakespeare-1k.model"}) {
+    test::CmdResult r = test::run_smoe("tokenize -m '" + test::fixture(src) + "'", text);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<int32_t> ids = json::parse(r.out).get<std::vector<int32_t>>();
+    // reference.json of tiny-mixtral-B holds this text's tokens with BOS first.
+    json ref = json::parse(test::read_file(test::fixture("models/tiny-mixtral-B/reference.json")));
+    std::vector<int32_t> want = ref["cases"][0]["tokens"].get<std::vector<int32_t>>();
+    want.erase(want.begin());
+    EXPECT_EQ(ids, want) << src;
+    r = test::run_smoe("detokenize -m '" + test::fixture(src) + "'", json(ids).dump());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.out, text + "\n");
+  }
+  test::CmdResult r = test::run_smoe("tokenize -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") + "'",
+                                     "The capital of France is");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out).get<std::vector<int32_t>>(), (std::vector<int32_t>{415, 5565, 302, 4843, 349}));
+}
+
+TEST(Cli, RunTextPromptMatchesTokenPrompt) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string m = "'" + test::fixture("models/tiny-mixtral-A") + "'";
+  test::CmdResult a = test::run_smoe("run -m " + m + " -p 'The capital of France is' --temp 0 -n 8 --json");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  test::CmdResult b = test::run_smoe("run -m " + m + " --prompt-tokens 1,415,5565,302,4843,349 --temp 0 -n 8 --json");
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  json ja = json::parse(a.out), jb = json::parse(b.out);
+  EXPECT_EQ(ja["prompt_tokens"], jb["prompt_tokens"]);
+  EXPECT_EQ(ja["tokens"], jb["tokens"]);
+  EXPECT_EQ(ja["text"], jb["text"]);
+  // Streaming prints the same text as --json reports.
+  test::CmdResult s = test::run_smoe("run -m " + m + " -p 'The capital of France is' --temp 0 -n 8");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(s.out, ja["text"].get<std::string>() + "\n");
+}
+
+TEST(Cli, SeededSamplingIsReproducible) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string m = "'" + test::fixture("models/tiny-mixtral-B") + "'";
+  test::CmdResult a = test::run_smoe("run -m " + m + " -p ROMEO: --seed 5 -n 16 --json");
+  test::CmdResult b = test::run_smoe("run -m " + m + " -p ROMEO: --seed 5 -n 16 --json");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(json::parse(a.out)["tokens"], json::parse(b.out)["tokens"]);
+}
+
+TEST(Cli, ChatTemplate) {
+  SMOE_REQUIRE_FIXTURES();
+  auto tok = Tokenizer::from_spm_file(test::fixture("tokenizers/mistral-v1.model"));
+  std::vector<int32_t> ids = chat_prompt(*tok, "Hello");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(tok->decode(ids), "[INST] Hello [/INST]");
+  const std::string m = "'" + test::fixture("models/tiny-mixtral-A") + "'";
+  test::CmdResult r = test::run_smoe("run -m " + m + " -p Hello --chat --temp 0 -n 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["prompt_tokens"].get<std::vector<int32_t>>(), ids);
+}
+
+TEST(Cli, StreamerHoldsBackPartialUtf8) {
+  SMOE_REQUIRE_FIXTURES();
+  auto tok = Tokenizer::from_spm_file(test::fixture("tokenizers/mistral-v1.model"));
+  // "é" is two byte-fallback pieces in many vocabularies; encode a rare character.
+  std::vector<int32_t> ids = tok->encode("a 🦀 b");
+  TextStreamer st(*tok);
+  std::string out;
+  for (int32_t id : ids) {
+    std::string piece = st.push(id);
+    EXPECT_EQ(piece.find("\xEF\xBF\xBD"), std::string::npos);
+    out += piece;
+  }
+  out += st.flush();
+  EXPECT_EQ(out, "a 🦀 b");
+}
+
+}  // namespace
+}  // namespace smoe
