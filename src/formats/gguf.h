@@ -43,6 +43,7 @@ struct GGUFTensorInfo {
   uint32_t ggml_type = 0;        // raw type id from the file
   std::vector<int64_t> ne;       // GGUF order: ne[0] is the innermost (contiguous) dim
   uint64_t offset = 0;           // relative to the start of the data section
+  uint64_t nbytes = 0;           // size of its data in bytes (computed by the reader)
 };
 
 class GGUFFile {
@@ -53,6 +54,9 @@ class GGUFFile {
   const std::string& path() const { return file_->path(); }
   uint32_t version() const { return version_; }
   size_t file_size() const { return file_->size(); }
+  // Start of the data section (tensor offsets are relative to it) and its alignment.
+  size_t data_offset() const { return data_offset_; }
+  uint64_t alignment() const { return alignment_; }
 
   // Metadata access. The get_* helpers throw smoe::Error naming the key when it is
   // missing or has an incompatible type; find() returns nullptr when missing.
@@ -77,6 +81,10 @@ class GGUFFile {
   std::vector<GGUFTensorInfo> infos_;
   std::map<std::string, size_t> index_;
   size_t data_offset_ = 0;
+  uint64_t alignment_ = 32;
 };
+
+// Name of a GGUF metadata value type ("u32", "string", "array"...), for messages.
+const char* gguf_type_name(GGUFType t);
 
 }  // namespace smoe
