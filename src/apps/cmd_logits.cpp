@@ -14,6 +14,7 @@ namespace {
 
 struct LogitsArgs {
   std::string model, tokens, out;
+  int threads = 0;
 };
 
 void run_logits(const LogitsArgs& a) {
@@ -23,7 +24,10 @@ void run_logits(const LogitsArgs& a) {
   const ModelConfig& c = model->config;
   SMOE_CHECK(static_cast<int64_t>(tokens.size()) <= c.max_seq_len, "--tokens: ", tokens.size(),
              " tokens exceed the model's context length ", c.max_seq_len);
+  SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads, " is out of range (expected 1..1024; 0 = all cores)");
+  ThreadPool pool(a.threads);
   Session session(*model, static_cast<int64_t>(tokens.size()));
+  session.pool = &pool;
   std::vector<float> logits;
   session.forward(tokens, /*all_logits=*/true, logits);  // [T, V]
   std::ofstream out(a.out, std::ios::binary | std::ios::trunc);
@@ -43,6 +47,7 @@ void register_logits(CLI::App& app) {
   add_model_option(*cmd, args->model);
   cmd->add_option("--tokens", args->tokens, "token ids: 1,2,3 (BOS is not added)")->required();
   cmd->add_option("--out", args->out, "output file: float32 little-endian, [tokens, vocab_size]")->required();
+  cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();
   cmd->callback([args] { run_logits(*args); });
 }
 

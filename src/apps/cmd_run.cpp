@@ -19,6 +19,7 @@ struct RunArgs {
   std::string model, prompt, prompt_tokens;
   int64_t n_predict = 128;
   int64_t n_ctx = 0;
+  int threads = 0;
   SamplingParams sampling;
   bool chat = false, json = false, ignore_eos = false;
 };
@@ -54,7 +55,10 @@ void run(const RunArgs& a) {
                                                 std::max<int64_t>(4096, static_cast<int64_t>(prompt.size()) + a.n_predict));
   SMOE_CHECK(a.n_ctx >= 0 && n_ctx <= c.max_seq_len, "--ctx ", a.n_ctx,
              " is out of range (expected 1..", c.max_seq_len, " for this model)");
+  SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads, " is out of range (expected 1..1024; 0 = all cores)");
+  ThreadPool pool(a.threads);
   Session session(*model, n_ctx);
+  session.pool = &pool;
 
   GenerateOptions opts;
   opts.max_tokens = a.n_predict;
@@ -114,6 +118,7 @@ void register_run(CLI::App& app) {
   cmd->add_option("--prompt-tokens", args->prompt_tokens, "prompt as token ids: 1,2,3");
   cmd->add_option("-n,--n-predict", args->n_predict, "tokens to generate at most")->capture_default_str();
   cmd->add_option("--ctx", args->n_ctx, "context size in tokens (default: max(4096, prompt + n), capped at the model's)");
+  cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();
   cmd->add_option("--temp", args->sampling.temperature, "temperature; 0 is greedy")->capture_default_str();
   cmd->add_option("--top-k", args->sampling.top_k, "keep the K most likely tokens (0: off)")->capture_default_str();
   cmd->add_option("--top-p", args->sampling.top_p, "nucleus sampling mass (1: off)")->capture_default_str();

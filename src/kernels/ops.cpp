@@ -1,6 +1,7 @@
 // ops.cpp: scalar reference kernels (the truth SIMD kernels are tested against).
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -10,7 +11,7 @@
 namespace smoe {
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
-                 int64_t T) {
+                 int64_t ldy, int64_t T) {
   const int64_t D = w.shape.back();
   const size_t rb = row_bytes(w.dtype, D);
   thread_local std::vector<float> row;
@@ -27,13 +28,18 @@ void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float*
       const float* xt = x + t * D;
       float acc = 0.f;
       for (int64_t i = 0; i < D; ++i) acc += wr[i] * xt[i];
-      y[t * n_rows + r] = acc;
+      y[t * ldy + row0 + r] = acc;
     }
   }
 }
 
-void matmul(const TensorView& w, const float* x, float* y, int64_t T) {
-  matmul_rows(w, 0, w.numel() / w.shape.back(), x, y, T);
+void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+  const int64_t N = w.numel() / w.shape.back(), D = w.shape.back();
+  // Chunks of at least ~64K multiply-adds, so small products stay on one thread.
+  const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, D * T));
+  parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+    matmul_rows(w, begin, end - begin, x, y, N, T);
+  });
 }
 
 void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, int64_t D) {

@@ -5,14 +5,16 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "core/thread_pool.h"
 
 namespace smoe {
 
 // y[T, N] = x[T, D] · W[N, D]^T. Each weight row is converted once and reused for all T.
-void matmul(const TensorView& w, const float* x, float* y, int64_t T);
-// Same, for rows [row0, row0 + n_rows) of w only (y is [T, n_rows]).
+// Rows are split across `pool`'s threads when given.
+void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
+// Rows [row0, row0 + n_rows) of the product only, written to y[t * ldy + row] (ldy >= rows).
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
-                 int64_t T);
+                 int64_t ldy, int64_t T);
 // out[D] = x[D] / sqrt(mean(x^2) + eps) * weight[D]; weight in any float DType.
 void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, int64_t D);
 // In place rotary embedding of one head vector v[hd] at position pos, interleaved pairs

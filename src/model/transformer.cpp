@@ -74,7 +74,7 @@ void Session::forward(std::span<const int32_t> tokens, bool all_logits, std::vec
   for (int64_t t = first; t < T; ++t)
     rmsnorm(&x_[t * D], model_.out_norm, c.norm_eps, &xn_[(t - first) * D], D);
   logits.resize(static_cast<size_t>(n_out * V));
-  matmul(model_.output, xn_.data(), logits.data(), n_out);
+  matmul(model_.output, xn_.data(), logits.data(), n_out, pool);
   n_past_ += T;
 }
 
@@ -87,12 +87,11 @@ void Session::attention(int64_t layer, int64_t T) {
   if (static_cast<int64_t>(att_.size()) < T * qd) att_.resize(static_cast<size_t>(T * qd));
   if (static_cast<int64_t>(k_.size()) < T * kvd) k_.resize(static_cast<size_t>(T * kvd));
   if (static_cast<int64_t>(v_.size()) < T * kvd) v_.resize(static_cast<size_t>(T * kvd));
-  if (static_cast<int64_t>(scores_.size()) < n_ctx_) scores_.resize(static_cast<size_t>(n_ctx_));
 
   for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.attn_norm, c.norm_eps, &xn_[t * D], D);
-  matmul(w.wq, xn_.data(), q_.data(), T);  // [T, H*hd]
-  matmul(w.wk, xn_.data(), k_.data(), T);  // [T, KV*hd]
-  matmul(w.wv, xn_.data(), v_.data(), T);  // [T, KV*hd]
+  matmul(w.wq, xn_.data(), q_.data(), T, pool);  // [T, H*hd]
+  matmul(w.wk, xn_.data(), k_.data(), T, pool);  // [T, KV*hd]
+  matmul(w.wv, xn_.data(), v_.data(), T, pool);  // [T, KV*hd]
 
   float* kc = &k_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];  // [C, KV*hd]
   float* vc = &v_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];
@@ -105,13 +104,18 @@ void Session::attention(int64_t layer, int64_t T) {
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t pos = n_past_ + t;
-    const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-    for (int64_t h = 0; h < c.n_heads; ++h) {
+  // One task per (token, head); each thread keeps its own score row [C].
+  const int64_t grain = std::max<int64_t>(1, 32768 / ((n_past_ + T) * hd));
+  parallel_for(pool, T * c.n_heads, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / c.n_heads, h = task % c.n_heads;
+      const int64_t pos = n_past_ + t;
+      const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
       const float* q = &q_[t * qd + h * hd];
       const int64_t kvh = h / group;
-      float* s = scores_.data();
+      thread_local std::vector<float> scores;
+      if (static_cast<int64_t>(scores.size()) < n_ctx_) scores.resize(static_cast<size_t>(n_ctx_));
+      float* s = scores.data();
       for (int64_t j = start; j <= pos; ++j) {
         const float* k = kc + j * kvd + kvh * hd;
         float dot = 0.f;
@@ -127,8 +131,8 @@ void Session::attention(int64_t layer, int64_t T) {
         for (int64_t i = 0; i < hd; ++i) out[i] += p * v[i];
       }
     }
-  }
-  matmul(w.wo, att_.data(), tmp_.data(), T);  // [T, D]
+  });
+  matmul(w.wo, att_.data(), tmp_.data(), T, pool);  // [T, D]
   for (int64_t i = 0; i < T * D; ++i) x_[i] += tmp_[i];
 }
 
@@ -143,7 +147,7 @@ void Session::moe(int64_t layer, int64_t T) {
   gates_.resize(static_cast<size_t>(T * K));
   if (c.has_router) {
     router_logits_.resize(static_cast<size_t>(T * E));
-    matmul(w.router, xn_.data(), router_logits_.data(), T);  // [T, E]
+    matmul(w.router, xn_.data(), router_logits_.data(), T, pool);  // [T, E]
     for (int64_t t = 0; t < T; ++t)
       route_top_k(&router_logits_[t * E], E, K, &top_ids_[t * K], &gates_[t * K]);
   } else {
@@ -187,10 +191,10 @@ void Session::moe(int64_t layer, int64_t T) {
     expert_tokens[static_cast<size_t>(layer * E + e)] += n;
     const ExpertWeights& ex = w.experts[static_cast<size_t>(e)];
     const int64_t s0 = offsets_[e];
-    matmul(ex.w1, &xg_[s0 * D], &h1_[s0 * F], n);  // [n, F]
-    matmul(ex.w3, &xg_[s0 * D], &h3_[s0 * F], n);  // [n, F]
+    matmul(ex.w1, &xg_[s0 * D], &h1_[s0 * F], n, pool);  // [n, F]
+    matmul(ex.w3, &xg_[s0 * D], &h3_[s0 * F], n, pool);  // [n, F]
     for (int64_t i = s0 * F; i < (s0 + n) * F; ++i) h1_[i] = silu(h1_[i]) * h3_[i];
-    matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n);  // [n, D]
+    matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n, pool);  // [n, D]
   }
 
   // Weighted scatter back onto the residual stream.

@@ -7,6 +7,7 @@
 #include <span>
 #include <vector>
 
+#include "core/thread_pool.h"
 #include "model/model.h"
 
 namespace smoe {
@@ -39,6 +40,8 @@ class Session {
   int64_t n_ctx() const { return n_ctx_; }
   const Model& model() const { return model_; }
 
+  // Threads to run on (null: the calling thread only). Not owned.
+  ThreadPool* pool = nullptr;
   // When set, forward() fills it with the routing of the tokens it ran.
   RouteRecord* route_record = nullptr;
   // Tokens each expert has computed since construction: [L, E]. Experts a token is not
@@ -53,7 +56,7 @@ class Session {
   int64_t n_ctx_, n_past_ = 0;
   std::vector<float> k_cache_, v_cache_;  // [L, C, KV*hd]
   // Scratch, grown on demand and reused across calls.
-  std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_, scores_;     // [T, *]
+  std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_;              // [T, *]
   std::vector<float> router_logits_, gates_;                       // [T, E], [T, K]
   std::vector<int32_t> top_ids_, counts_, offsets_, slot_token_;   // [T, K], [E], [E+1], [T*K]
   std::vector<float> slot_gate_, xg_, h1_, h3_, yg_;               // expert-major [T*K, *]
