@@ -1,6 +1,7 @@
 // cli_test.cpp: the CLI's tokenize/detokenize/run forms, on real files.
 #include <nlohmann/json.hpp>
 
+#include "model/model.h"
 #include "runtime/generate.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
@@ -85,6 +86,32 @@ TEST(Cli, StreamerHoldsBackPartialUtf8) {
   }
   out += st.flush();
   EXPECT_EQ(out, "a 🦀 b");
+}
+
+}  // namespace
+}  // namespace smoe
+
+namespace smoe {
+namespace {
+
+TEST(Cli, BenchReportsItsFigures) {
+  SMOE_REQUIRE_FIXTURES();
+  test::CmdResult r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") +
+                                     "' -p 16 -n 8 --reps 2 -t 2 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string last = r.out.substr(r.out.rfind('{'));
+  nlohmann::json j = nlohmann::json::parse(last);
+  for (const char* key : {"pp_tokens_per_s", "tg_tokens_per_s", "bytes_per_token", "read_GBps", "roofline_fraction"}) {
+    ASSERT_TRUE(j.contains(key)) << key;
+    EXPECT_GT(j[key].get<double>(), 0) << key;
+  }
+  // Per generated token: the 2 of 8 experts of each layer, attention, output matrix.
+  auto model = load_model(test::fixture("models/tiny-mixtral-A-q8_0.gguf"));
+  EXPECT_GT(j["weight_bytes_per_token"].get<double>(), static_cast<double>(model->output.nbytes));
+  EXPECT_LT(j["weight_bytes_per_token"].get<double>(), static_cast<double>(model->file_bytes));
+  r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") + "' -p 0 -n 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("not both 0"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   smoe::register_logits(app);
   smoe::register_tokenize(app);
   smoe::register_info(app);
+  smoe::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,76 @@
+// cmd_bench.cpp: `smoe bench`: prompt-processing and generation tokens/s (median and
+// spread over repetitions), peak memory, and the decode roofline.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "apps/commands.h"
+#include "core/error.h"
+#include "runtime/bench.h"
+
+namespace smoe {
+
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  BenchOptions opts;
+  int threads = 0;
+  bool json = false;
+};
+
+void run_bench_cmd(const BenchArgs& a) {
+  SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads,
+             " is out of range (expected 1..1024; 0 = all cores)");
+  std::unique_ptr<Model> model = load_model(a.model);
+  ThreadPool pool(a.threads);
+  std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps\n",
+               model->config.summary().c_str(), pool.size(), (long long)a.opts.n_prompt,
+               (long long)a.opts.n_gen, a.opts.reps);
+  BenchResult r = run_bench(*model, pool, a.opts);
+  auto stats = [](const Stats& s) {
+    return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
+  };
+  nlohmann::json j = {
+      {"model", a.model},
+      {"threads", pool.size()},
+      {"n_prompt", a.opts.n_prompt},
+      {"n_gen", a.opts.n_gen},
+      {"reps", a.opts.reps},
+      {"pp_tokens_per_s", r.pp_tokens_per_s.median},
+      {"tg_tokens_per_s", r.tg_tokens_per_s.median},
+      {"pp", stats(r.pp_tokens_per_s)},
+      {"tg", stats(r.tg_tokens_per_s)},
+      {"bytes_per_token", r.bytes_per_token},
+      {"weight_bytes_per_token", r.weight_bytes_per_token},
+      {"read_GBps", r.read_GBps},
+      {"roofline_fraction", r.roofline_fraction},
+      {"peak_rss_bytes", r.peak_rss_bytes},
+  };
+  std::printf("prompt processing: %10.2f tokens/s (min %.2f, max %.2f)\n", r.pp_tokens_per_s.median,
+              r.pp_tokens_per_s.min, r.pp_tokens_per_s.max);
+  std::printf("generation:        %10.2f tokens/s (min %.2f, max %.2f)\n", r.tg_tokens_per_s.median,
+              r.tg_tokens_per_s.min, r.tg_tokens_per_s.max);
+  std::printf("bytes per token:   %10.3f MB (weights %.3f MB)\n", r.bytes_per_token / 1e6,
+              r.weight_bytes_per_token / 1e6);
+  std::printf("read bandwidth:    %10.2f GB/s\n", r.read_GBps);
+  std::printf("decode roofline:   %10.1f %% of the bandwidth bound\n", 100 * r.roofline_fraction);
+  std::printf("peak memory:       %10.1f MiB\n", r.peak_rss_bytes / (1 << 20));
+  if (a.json) std::printf("%s\n", j.dump().c_str());
+}
+
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed and the decode roofline");
+  add_model_option(*cmd, args->model);
+  cmd->add_option("-p,--n-prompt", args->opts.n_prompt, "prompt tokens per pass")->capture_default_str();
+  cmd->add_option("-n,--n-gen", args->opts.n_gen, "generated tokens")->capture_default_str();
+  cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();
+  cmd->add_option("--reps", args->opts.reps, "repetitions")->capture_default_str();
+  cmd->add_option("--seed", args->opts.seed, "seed for the random token ids")->capture_default_str();
+  cmd->add_flag("--json", args->json, "also print one JSON object as the last line");
+  cmd->callback([args] { run_bench_cmd(*args); });
+}
+
+}  // namespace smoe

@@ -1,0 +1,138 @@
+// bench.cpp: model speed, memory bandwidth and roofline measurements.
+#include "runtime/bench.h"
+
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <random>
+
+#include "core/error.h"
+#include "model/transformer.h"
+
+namespace smoe {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
+
+Stats Stats::of(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  s.min = v.front();
+  s.max = v.back();
+  const size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return s;
+}
+
+double decode_weight_bytes(const Model& m) {
+  const ModelConfig& c = m.config;
+  double bytes = static_cast<double>(m.out_norm.nbytes + m.output.nbytes) +
+                 static_cast<double>(m.tok_embd.nbytes) / static_cast<double>(c.vocab_size);
+  for (const LayerWeights& l : m.layers) {
+    for (const TensorView* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.router})
+      bytes += static_cast<double>(t->nbytes);
+    double experts = 0;
+    for (const ExpertWeights& e : l.experts)
+      experts += static_cast<double>(e.w1.nbytes + e.w2.nbytes + e.w3.nbytes);
+    bytes += experts / static_cast<double>(l.experts.size()) * static_cast<double>(c.n_experts_used);
+  }
+  return bytes;
+}
+
+double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
+  const size_t n = bytes / sizeof(uint64_t);
+  std::unique_ptr<uint64_t[]> buf(new uint64_t[n]);
+  // Touch every page from the threads that will read it.
+  parallel_for(&pool, static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) buf[i] = static_cast<uint64_t>(i);
+  });
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    std::atomic<uint64_t> total{0};
+    parallel_for(&pool, static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+      uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      int64_t i = b;
+      for (; i + 4 <= e; i += 4) {
+        a0 += buf[i];
+        a1 += buf[i + 1];
+        a2 += buf[i + 2];
+        a3 += buf[i + 3];
+      }
+      for (; i < e; ++i) a0 += buf[i];
+      total += a0 + a1 + a2 + a3;
+    });
+    const double s = seconds_since(t0);
+    sink = sink + total.load();
+    best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / s / 1e9);
+  }
+  return best;
+}
+
+double peak_rss_bytes() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) * 1024.0;
+}
+
+BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& o) {
+  const ModelConfig& c = model.config;
+  SMOE_CHECK(o.n_prompt >= 0 && o.n_gen >= 0 && o.n_prompt + o.n_gen > 0,
+             "bench: -p ", o.n_prompt, " and -n ", o.n_gen, " must be >= 0, not both 0");
+  SMOE_CHECK(o.reps >= 1 && o.reps <= 1000, "bench: --reps ", o.reps, " is out of range (1..1000)");
+  const int64_t n_ctx = std::max<int64_t>(o.n_prompt, o.n_gen + 1);
+  SMOE_CHECK(n_ctx <= c.max_seq_len, "bench: ", n_ctx, " tokens exceed the model's context ",
+             c.max_seq_len);
+  std::mt19937_64 rng(o.seed);
+  std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size - 1));
+  Session session(model, n_ctx);
+  session.pool = &pool;
+  std::vector<float> logits;
+  std::vector<double> pp, tg;
+  BenchResult r;
+  for (int rep = 0; rep < o.reps; ++rep) {
+    if (o.n_prompt > 0) {
+      std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));
+      for (int32_t& t : prompt) t = tok(rng);
+      session.reset();
+      const auto t0 = Clock::now();
+      session.forward(prompt, false, logits);
+      pp.push_back(static_cast<double>(o.n_prompt) / seconds_since(t0));
+    }
+    if (o.n_gen > 0) {
+      session.reset();
+      int32_t next[1] = {c.bos_id};
+      session.forward(next, false, logits);
+      const auto t0 = Clock::now();
+      for (int64_t i = 0; i < o.n_gen; ++i) {
+        next[0] = tok(rng);
+        session.forward(next, false, logits);
+      }
+      tg.push_back(static_cast<double>(o.n_gen) / seconds_since(t0));
+    }
+  }
+  r.pp_tokens_per_s = Stats::of(pp);
+  r.tg_tokens_per_s = Stats::of(tg);
+  r.weight_bytes_per_token = decode_weight_bytes(model);
+  // KV cache read per step at the mean position 1 + n_gen / 2 (float32 K and V).
+  const double kv = static_cast<double>(c.n_layers * c.kv_dim()) * 2 * 4 *
+                    (1.0 + static_cast<double>(o.n_gen) / 2.0);
+  r.bytes_per_token = r.weight_bytes_per_token + kv;
+  r.peak_rss_bytes = peak_rss_bytes();
+  r.read_GBps = measure_read_bandwidth(pool);
+  if (r.read_GBps > 0 && o.n_gen > 0)
+    r.roofline_fraction = r.tg_tokens_per_s.median * r.bytes_per_token / (r.read_GBps * 1e9);
+  return r;
+}
+
+}  // namespace smoe

@@ -1,0 +1,44 @@
+// bench.h: measurements behind `smoe bench`: prompt-processing and generation speed of a
+// model, the machine's memory read bandwidth, and the decode roofline (weight bytes read
+// per generated token against that bandwidth).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "model/model.h"
+
+namespace smoe {
+
+struct BenchOptions {
+  int64_t n_prompt = 512;  // tokens processed in one forward pass
+  int64_t n_gen = 64;      // tokens generated one at a time
+  int reps = 3;
+  uint64_t seed = 1;
+};
+
+struct Stats {
+  double median = 0, min = 0, max = 0;
+  static Stats of(std::vector<double> v);
+};
+
+struct BenchResult {
+  Stats pp_tokens_per_s, tg_tokens_per_s;
+  double bytes_per_token = 0;  // weights + KV cache read per generated token (mean)
+  double weight_bytes_per_token = 0;
+  double read_GBps = 0;        // measured memory read bandwidth
+  double roofline_fraction = 0;  // tg tokens/s x bytes per token / bandwidth
+  double peak_rss_bytes = 0;
+};
+
+// Bytes of weights one decode step reads: attention, norms, router, the K used experts of
+// every layer (taking the mean expert size), the output matrix and one embedding row.
+double decode_weight_bytes(const Model& model);
+// Best of `reps` timed parallel reads over a buffer of `bytes` (GB/s, 1e9 bytes).
+double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t(1) << 30, int reps = 5);
+// Peak resident set size of this process so far.
+double peak_rss_bytes();
+
+BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& opts);
+
+}  // namespace smoe
