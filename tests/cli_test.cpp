@@ -99,7 +99,9 @@ TEST(Cli, BenchReportsItsFigures) {
   test::CmdResult r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") +
                                      "' -p 16 -n 8 --reps 2 -t 2 --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  const std::string last = r.out.substr(r.out.rfind('{'));
+  std::string out = r.out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  const std::string last = out.substr(out.rfind('\n') + 1);  // the JSON line
   nlohmann::json j = nlohmann::json::parse(last);
   for (const char* key : {"pp_tokens_per_s", "tg_tokens_per_s", "bytes_per_token", "read_GBps", "roofline_fraction"}) {
     ASSERT_TRUE(j.contains(key)) << key;
