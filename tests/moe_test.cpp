@@ -3,6 +3,7 @@
 #include <cmath>
 #include <set>
 
+#include "core/error.h"
 #include "kernels/ops.h"
 #include "model/synth.h"
 #include "model/transformer.h"
@@ -75,7 +76,7 @@ void check_routing(const Model& model, const std::vector<int32_t>& tokens) {
       }
       EXPECT_NEAR(sum, 1.0, 1e-6);
     }
-  EXPECT_EQ(s.expert_tokens, routed);
+  EXPECT_EQ(s.expert_tokens(), routed);
 }
 
 TEST(Router, FollowsSoftmaxTopKOnSyntheticModel) {
@@ -151,6 +152,56 @@ TEST(MoE, BatchedPrefillEqualsTokenByToken) {
   }
 }
 
+// Several sequences in one pass (one prefilling, others decoding at other positions)
+// give the same logits as running each alone: what continuous batching relies on.
+TEST(MoE, MultiSequenceBatchEqualsSeparateRuns) {
+  auto model = synth_model(small_moe(8, 2), 13);
+  const ModelConfig& c = model->config;
+  const int64_t V = c.vocab_size;
+  const std::vector<int32_t> a_prompt = {1, 2, 3, 4}, b_prompt = {9, 8}, c_prompt = {50, 51, 52, 53, 54};
+  // Reference: each sequence alone.
+  auto alone = [&](const std::vector<int32_t>& prompt, int32_t next, std::vector<float>& last) {
+    Session s(*model, 16);
+    std::vector<float> lg;
+    s.forward(prompt, false, lg);
+    const int32_t one[1] = {next};
+    s.forward(one, false, last);
+  };
+  std::vector<float> ra, rb, rc_all;
+  alone(a_prompt, 7, ra);
+  alone(b_prompt, 11, rb);
+  {
+    Session s(*model, 16);
+    s.forward(c_prompt, true, rc_all);
+  }
+  // Batched: a and b prefilled first, then one pass with a and b decoding and c prefilling.
+  Transformer tf(*model);
+  KVCache ka(c, 16), kb(c, 16), kc(c, 16);
+  std::vector<float> lg;
+  const BatchSeq first[2] = {{&ka, a_prompt, false}, {&kb, b_prompt, false}};
+  tf.forward(first, lg);
+  ASSERT_EQ(lg.size(), static_cast<size_t>(2 * V));
+  const int32_t na[1] = {7}, nb[1] = {11};
+  const BatchSeq step[3] = {{&ka, na, false}, {&kc, c_prompt, true}, {&kb, nb, false}};
+  tf.forward(step, lg);
+  ASSERT_EQ(lg.size(), static_cast<size_t>((1 + 5 + 1) * V));
+  for (int64_t v = 0; v < V; ++v) {
+    ASSERT_NEAR(lg[v], ra[v], 1e-5);
+    ASSERT_NEAR(lg[6 * V + v], rb[v], 1e-5);
+  }
+  for (int64_t i = 0; i < 5 * V; ++i) ASSERT_NEAR(lg[V + i], rc_all[i], 1e-5);
+  EXPECT_EQ(ka.n_past(), 5);
+  EXPECT_EQ(kb.n_past(), 3);
+  EXPECT_EQ(kc.n_past(), 5);
+  // A bad sequence in a batch changes nothing.
+  const int32_t bad[1] = {static_cast<int32_t>(V)};
+  const BatchSeq wrong[2] = {{&ka, na, false}, {&kb, bad, false}};
+  EXPECT_THROW(tf.forward(wrong, lg), Error);
+  EXPECT_EQ(ka.n_past(), 5);
+  const BatchSeq shared[2] = {{&ka, na, false}, {&ka, nb, false}};
+  EXPECT_THROW(tf.forward(shared, lg), Error);
+}
+
 TEST(MoE, DenseModelIsOneExpert) {
   ModelConfig c = small_moe(1, 1);
   c.has_router = false;
@@ -160,7 +211,7 @@ TEST(MoE, DenseModelIsOneExpert) {
   std::vector<float> logits;
   const std::vector<int32_t> tokens = {1, 2, 3};
   s.forward(tokens, true, logits);
-  EXPECT_EQ(s.expert_tokens[0], 3);
+  EXPECT_EQ(s.expert_tokens()[0], 3);
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 

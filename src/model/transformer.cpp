@@ -28,57 +28,99 @@ void route_top_k(const float* logits, int64_t n_experts, int64_t k, int32_t* ids
   softmax(weights, k);  // G(x) = Softmax(TopK(logits))
 }
 
-Session::Session(const Model& model, int64_t n_ctx) : model_(model), n_ctx_(n_ctx) {
-  const ModelConfig& c = model.config;
+KVCache::KVCache(const ModelConfig& c, int64_t n_ctx) : n_ctx_(n_ctx), kv_dim_(c.kv_dim()) {
   SMOE_CHECK(n_ctx > 0 && n_ctx <= c.max_seq_len, "context size ", n_ctx,
              " is out of range (expected 1..", c.max_seq_len, ", the model's context length)");
-  const size_t cache = static_cast<size_t>(c.n_layers * n_ctx * c.kv_dim());
-  k_cache_.assign(cache, 0.f);
-  v_cache_.assign(cache, 0.f);
+  const size_t n = static_cast<size_t>(c.n_layers * n_ctx * c.kv_dim());
+  k_.assign(n, 0.f);
+  v_.assign(n, 0.f);
+}
+
+void KVCache::truncate(int64_t n) {
+  SMOE_CHECK(n >= 0 && n <= n_past_, "KV cache: cannot truncate to ", n, " positions (holds ",
+             n_past_, ")");
+  n_past_ = n;
+}
+
+Transformer::Transformer(const Model& model) : model_(model) {
+  const ModelConfig& c = model.config;
   expert_tokens.assign(static_cast<size_t>(c.n_layers * c.n_experts), 0);
 }
 
-void Session::forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits) {
+void Transformer::forward(std::span<const BatchSeq> batch, std::vector<float>& logits) {
   const ModelConfig& c = model_.config;
-  const int64_t T = static_cast<int64_t>(tokens.size()), D = c.dim, V = c.vocab_size;
-  SMOE_CHECK(T > 0, "forward: no tokens given");
-  SMOE_CHECK(n_past_ + T <= n_ctx_, "sequence of ", n_past_ + T,
-             " tokens exceeds the context size ", n_ctx_, " (raise --ctx, at most ",
-             c.max_seq_len, " for this model, or shorten the prompt)");
-  for (int64_t t = 0; t < T; ++t)
-    SMOE_CHECK(tokens[t] >= 0 && tokens[t] < V, "token id ", tokens[t], " at position ", t,
-               " is out of range (expected 0..", V - 1, ")");
+  const int64_t D = c.dim, V = c.vocab_size;
+  SMOE_CHECK(!batch.empty(), "forward: empty batch");
+  // Validate everything before touching any state.
+  int64_t T = 0;
+  for (size_t b = 0; b < batch.size(); ++b) {
+    const BatchSeq& s = batch[b];
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    SMOE_CHECK(n > 0, "forward: sequence ", b, " of the batch has no tokens");
+    SMOE_CHECK(s.cache->n_past_ + n <= s.cache->n_ctx_, "sequence of ", s.cache->n_past_ + n,
+               " tokens exceeds the context size ", s.cache->n_ctx_, " (raise --ctx, at most ",
+               c.max_seq_len, " for this model, or shorten the prompt)");
+    for (int64_t t = 0; t < n; ++t)
+      SMOE_CHECK(s.tokens[t] >= 0 && s.tokens[t] < V, "token id ", s.tokens[t], " at position ", t,
+                 " is out of range (expected 0..", V - 1, ")");
+    for (size_t o = 0; o < b; ++o)
+      SMOE_CHECK(batch[o].cache != s.cache, "forward: sequences ", o, " and ", b,
+                 " of the batch share one KV cache");
+    T += n;
+  }
   auto grow = [](std::vector<float>& v, int64_t n) {
     if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
   };
   grow(x_, T * D);
   grow(xn_, T * D);
   grow(tmp_, T * D);
+  tok_cache_.resize(static_cast<size_t>(T));
+  tok_pos_.resize(static_cast<size_t>(T));
+  out_rows_.clear();
+  int64_t t = 0;
+  for (const BatchSeq& s : batch) {
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    for (int64_t i = 0; i < n; ++i, ++t) {
+      tok_cache_[t] = s.cache;
+      tok_pos_[t] = s.cache->n_past_ + i;
+      embedding_row(model_.tok_embd, s.tokens[i], &x_[t * D]);
+      if (s.all_logits || i == n - 1) out_rows_.push_back(t);
+    }
+  }
   if (route_record) {
     route_record->n_layers = c.n_layers;
     route_record->n_tokens = T;
     route_record->k = c.n_experts_used;
+    route_record->n_experts = c.n_experts;
     route_record->experts.assign(static_cast<size_t>(c.n_layers * T * c.n_experts_used), 0);
     route_record->gates.assign(route_record->experts.size(), 0.f);
     route_record->router_logits.assign(static_cast<size_t>(c.n_layers * T * c.n_experts), 0.f);
   }
 
-  for (int64_t t = 0; t < T; ++t) embedding_row(model_.tok_embd, tokens[t], &x_[t * D]);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     attention(l, T);
     moe(l, T);
   }
+  for (const BatchSeq& s : batch) s.cache->n_past_ += static_cast<int64_t>(s.tokens.size());
 
-  // Final norm and output projection, for every token or only the last.
-  const int64_t first = all_logits ? 0 : T - 1, n_out = T - first;
-  for (int64_t t = first; t < T; ++t)
-    rmsnorm(&x_[t * D], model_.out_norm, c.norm_eps, &xn_[(t - first) * D], D);
+  // Final norm and output projection for the wanted rows only.
+  const int64_t n_out = static_cast<int64_t>(out_rows_.size());
+  for (int64_t r = 0; r < n_out; ++r)
+    rmsnorm(&x_[out_rows_[r] * D], model_.out_norm, c.norm_eps, &xn_[r * D], D);
   logits.resize(static_cast<size_t>(n_out * V));
   matmul(model_.output, xn_.data(), logits.data(), n_out, pool);
-  n_past_ += T;
 }
 
-void Session::attention(int64_t layer, int64_t T) {
+Session::Session(const Model& model, int64_t n_ctx) : transformer_(model), cache_(model.config, n_ctx) {}
+
+void Session::forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits) {
+  transformer_.pool = pool;
+  transformer_.route_record = route_record;
+  const BatchSeq seq{&cache_, tokens, all_logits};
+  transformer_.forward(std::span<const BatchSeq>(&seq, 1), logits);
+}
+
+void Transformer::attention(int64_t layer, int64_t T) {
   const ModelConfig& c = model_.config;
   const LayerWeights& w = model_.layers[static_cast<size_t>(layer)];
   const int64_t D = c.dim, hd = c.head_dim, qd = c.q_dim(), kvd = c.kv_dim();
@@ -93,10 +135,13 @@ void Session::attention(int64_t layer, int64_t T) {
   matmul(w.wk, xn_.data(), k_.data(), T, pool);  // [T, KV*hd]
   matmul(w.wv, xn_.data(), v_.data(), T, pool);  // [T, KV*hd]
 
-  float* kc = &k_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];  // [C, KV*hd]
-  float* vc = &v_cache_[static_cast<size_t>(layer * n_ctx_ * kvd)];
+  // RoPE at each token's own position, then append K and V to its sequence's cache.
+  int64_t max_pos = 0;
   for (int64_t t = 0; t < T; ++t) {
-    const int64_t pos = n_past_ + t;
+    const int64_t pos = tok_pos_[t];
+    max_pos = std::max(max_pos, pos);
+    float* kc = tok_cache_[t]->k(layer);  // [C, KV*hd]
+    float* vc = tok_cache_[t]->v(layer);
     for (int64_t h = 0; h < c.n_heads; ++h) rope_interleaved(&q_[t * qd + h * hd], hd, pos, c.rope_theta);
     for (int64_t h = 0; h < c.n_kv_heads; ++h) rope_interleaved(&k_[t * kvd + h * hd], hd, pos, c.rope_theta);
     std::copy_n(&k_[t * kvd], kvd, kc + pos * kvd);
@@ -105,16 +150,18 @@ void Session::attention(int64_t layer, int64_t T) {
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // One task per (token, head); each thread keeps its own score row [C].
-  const int64_t grain = std::max<int64_t>(1, 32768 / ((n_past_ + T) * hd));
+  const int64_t grain = std::max<int64_t>(1, 32768 / ((max_pos + 1) * hd));
   parallel_for(pool, T * c.n_heads, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task / c.n_heads, h = task % c.n_heads;
-      const int64_t pos = n_past_ + t;
+      const int64_t pos = tok_pos_[t];
+      const float* kc = tok_cache_[t]->k(layer);
+      const float* vc = tok_cache_[t]->v(layer);
       const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
       const float* q = &q_[t * qd + h * hd];
       const int64_t kvh = h / group;
       thread_local std::vector<float> scores;
-      if (static_cast<int64_t>(scores.size()) < n_ctx_) scores.resize(static_cast<size_t>(n_ctx_));
+      if (static_cast<int64_t>(scores.size()) <= pos) scores.resize(static_cast<size_t>(pos + 1));
       float* s = scores.data();
       for (int64_t j = start; j <= pos; ++j) {
         const float* k = kc + j * kvd + kvh * hd;
@@ -136,7 +183,7 @@ void Session::attention(int64_t layer, int64_t T) {
   for (int64_t i = 0; i < T * D; ++i) x_[i] += tmp_[i];
 }
 
-void Session::moe(int64_t layer, int64_t T) {
+void Transformer::moe(int64_t layer, int64_t T) {
   const ModelConfig& c = model_.config;
   const LayerWeights& w = model_.layers[static_cast<size_t>(layer)];
   const int64_t D = c.dim, F = c.hidden_dim, E = c.n_experts, K = c.n_experts_used;

@@ -1,7 +1,9 @@
-// transformer.h: the plain float32 forward pass of a Mixtral-family model, with its KV
-// cache. A Session holds one sequence's state; forward() runs T new tokens in one pass.
-// Legend: T tokens in this call, D dim, V vocab, E experts, K experts used per token,
-// H heads, KV kv heads, hd head dim, F expert hidden, C context (KV cache) size.
+// transformer.h: the float32 forward pass of a Mixtral-family model over a batch of
+// sequences, each with its own KV cache. All tokens of the batch share every matrix
+// product, and the MoE layer groups them by expert across sequences (what continuous
+// batching needs). Session wraps one sequence for the CLI and tests.
+// Legend: T tokens in this call (all sequences), D dim, V vocab, E experts, K experts used
+// per token, H heads, KV kv heads, hd head dim, F expert hidden, C context (cache) size.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -14,7 +16,7 @@ namespace smoe {
 
 // The experts chosen for each token in each layer by the last forward() call.
 struct RouteRecord {
-  int64_t n_layers = 0, n_tokens = 0, k = 0;
+  int64_t n_layers = 0, n_tokens = 0, k = 0, n_experts = 0;
   std::vector<int32_t> experts;      // [L, T, K], best first
   std::vector<float> gates;          // [L, T, K], Softmax(TopK) weights, sum to 1 per token
   std::vector<float> router_logits;  // [L, T, E]
@@ -26,24 +28,45 @@ struct RouteRecord {
 // softmax weights. ids[K], weights[K].
 void route_top_k(const float* logits, int64_t n_experts, int64_t k, int32_t* ids, float* weights);
 
-class Session {
+// One sequence's keys and values: [L, C, KV*hd] each, float32.
+class KVCache {
  public:
-  // n_ctx: KV cache capacity in tokens (<= the model's max_seq_len).
-  Session(const Model& model, int64_t n_ctx);
-
-  // Runs tokens[T] at positions n_past()..n_past()+T-1 and appends them to the cache.
-  // logits receives [T, V] when all_logits, else [1, V] for the last token.
-  // Throws smoe::Error for token ids outside [0, V) or when the cache would overflow.
-  void forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits);
-  void reset() { n_past_ = 0; }
-  int64_t n_past() const { return n_past_; }
+  KVCache(const ModelConfig& config, int64_t n_ctx);
   int64_t n_ctx() const { return n_ctx_; }
+  int64_t n_past() const { return n_past_; }  // positions filled
+  void reset() { n_past_ = 0; }
+  // Forgets positions >= n (n <= n_past), e.g. to reuse a shared prompt prefix.
+  void truncate(int64_t n);
+  float* k(int64_t layer) { return &k_[static_cast<size_t>(layer * n_ctx_ * kv_dim_)]; }
+  float* v(int64_t layer) { return &v_[static_cast<size_t>(layer * n_ctx_ * kv_dim_)]; }
+  size_t bytes() const { return (k_.size() + v_.size()) * sizeof(float); }
+
+ private:
+  friend class Transformer;
+  int64_t n_ctx_, kv_dim_, n_past_ = 0;
+  std::vector<float> k_, v_;
+};
+
+// One sequence's part of a batch: new tokens appended at cache->n_past().
+struct BatchSeq {
+  KVCache* cache;
+  std::span<const int32_t> tokens;
+  bool all_logits = false;  // logits for every new token, or only the last
+};
+
+class Transformer {
+ public:
+  explicit Transformer(const Model& model);
+
+  // Runs every sequence's new tokens in one pass and appends them to their caches.
+  // logits receives, sequence after sequence, [n, V] rows (n = its token count when
+  // all_logits, else 1). Throws smoe::Error (changing nothing) for token ids outside
+  // [0, V), empty sequences, or a cache that would overflow.
+  void forward(std::span<const BatchSeq> batch, std::vector<float>& logits);
   const Model& model() const { return model_; }
 
-  // Threads to run on (null: the calling thread only). Not owned.
-  ThreadPool* pool = nullptr;
-  // When set, forward() fills it with the routing of the tokens it ran.
-  RouteRecord* route_record = nullptr;
+  ThreadPool* pool = nullptr;         // threads to run on (null: caller only); not owned
+  RouteRecord* route_record = nullptr;  // when set, filled with the routing of each call
   // Tokens each expert has computed since construction: [L, E]. Experts a token is not
   // routed to are never computed, so these equal the routing counts.
   std::vector<int64_t> expert_tokens;
@@ -53,13 +76,39 @@ class Session {
   void moe(int64_t layer, int64_t T);
 
   const Model& model_;
-  int64_t n_ctx_, n_past_ = 0;
-  std::vector<float> k_cache_, v_cache_;  // [L, C, KV*hd]
+  // Per token of the current batch: its cache and position.
+  std::vector<KVCache*> tok_cache_;
+  std::vector<int64_t> tok_pos_;
   // Scratch, grown on demand and reused across calls.
   std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_;              // [T, *]
   std::vector<float> router_logits_, gates_;                       // [T, E], [T, K]
   std::vector<int32_t> top_ids_, counts_, offsets_, slot_token_;   // [T, K], [E], [E+1], [T*K]
   std::vector<float> slot_gate_, xg_, h1_, h3_, yg_;               // expert-major [T*K, *]
+  std::vector<int64_t> out_rows_;                                  // tokens whose logits are wanted
+};
+
+// One sequence: a KV cache and a Transformer.
+class Session {
+ public:
+  // n_ctx: KV cache capacity in tokens (<= the model's max_seq_len).
+  Session(const Model& model, int64_t n_ctx);
+
+  // Runs tokens[T] at positions n_past()..n_past()+T-1 and appends them to the cache.
+  // logits receives [T, V] when all_logits, else [1, V] for the last token.
+  void forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits);
+  void reset() { cache_.reset(); }
+  int64_t n_past() const { return cache_.n_past(); }
+  int64_t n_ctx() const { return cache_.n_ctx(); }
+  const Model& model() const { return transformer_.model(); }
+
+  // Forwarded to the Transformer on each call (see there).
+  ThreadPool* pool = nullptr;
+  RouteRecord* route_record = nullptr;
+  const std::vector<int64_t>& expert_tokens() const { return transformer_.expert_tokens; }
+
+ private:
+  Transformer transformer_;
+  KVCache cache_;
 };
 
 }  // namespace smoe
