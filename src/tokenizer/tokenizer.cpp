@@ -258,6 +258,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids) const {
   return text;
 }
 
+std::string Tokenizer::serialized_model() const { return sp_->serialized_model_proto(); }
+
 std::string Tokenizer::id_to_piece(int32_t id) const {
   SMOE_CHECK(id >= 0 && id < vocab_size_, "tokenizer: token id ", id,
              " is outside the vocabulary [0, ", vocab_size_, ")");

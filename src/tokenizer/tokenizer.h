@@ -36,6 +36,8 @@ class Tokenizer {
   int32_t bos_id() const { return bos_id_; }
   int32_t eos_id() const { return eos_id_; }
   int32_t unk_id() const { return unk_id_; }
+  // The SentencePiece model, serialized as a tokenizer.model file holds it.
+  std::string serialized_model() const;
 
  private:
   Tokenizer();
