@@ -199,14 +199,102 @@ std::string tokenizer_path(const fs::path& dir) {
   return "";
 }
 
+// Tensor names of a safetensors checkpoint layout ("{l}" is the layer, "{e}" the expert).
+struct SafetensorsNames {
+  const char *embed, *norm, *output, *attn_norm, *ffn_norm, *wq, *wk, *wv, *wo, *router;
+  const char *expert_w1, *expert_w2, *expert_w3;  // MoE experts
+  const char *dense_w1, *dense_w2, *dense_w3;     // dense feed-forward
+  bool qk_rotate_half;                            // HF: q/k rows permuted for rotate-half RoPE
+};
+
+const SafetensorsNames kHfNames = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+    "model.layers.{l}.input_layernorm.weight", "model.layers.{l}.post_attention_layernorm.weight",
+    "model.layers.{l}.self_attn.q_proj.weight", "model.layers.{l}.self_attn.k_proj.weight",
+    "model.layers.{l}.self_attn.v_proj.weight", "model.layers.{l}.self_attn.o_proj.weight",
+    "model.layers.{l}.block_sparse_moe.gate.weight",
+    "model.layers.{l}.block_sparse_moe.experts.{e}.w1.weight",
+    "model.layers.{l}.block_sparse_moe.experts.{e}.w2.weight",
+    "model.layers.{l}.block_sparse_moe.experts.{e}.w3.weight",
+    "model.layers.{l}.mlp.gate_proj.weight", "model.layers.{l}.mlp.down_proj.weight",
+    "model.layers.{l}.mlp.up_proj.weight", true};
+
+const SafetensorsNames kMistralNames = {
+    "tok_embeddings.weight", "norm.weight", "output.weight",
+    "layers.{l}.attention_norm.weight", "layers.{l}.ffn_norm.weight",
+    "layers.{l}.attention.wq.weight", "layers.{l}.attention.wk.weight",
+    "layers.{l}.attention.wv.weight", "layers.{l}.attention.wo.weight",
+    "layers.{l}.feed_forward.gate.weight",
+    "layers.{l}.feed_forward.experts.{e}.w1.weight",
+    "layers.{l}.feed_forward.experts.{e}.w2.weight",
+    "layers.{l}.feed_forward.experts.{e}.w3.weight",
+    "layers.{l}.feed_forward.w1.weight", "layers.{l}.feed_forward.w2.weight",
+    "layers.{l}.feed_forward.w3.weight", false};
+
+std::string expand(const char* pattern, int64_t layer, int64_t expert = -1) {
+  std::string s = pattern;
+  for (auto [key, value] : {std::pair<const char*, int64_t>{"{l}", layer}, {"{e}", expert}}) {
+    const size_t at = s.find(key);
+    if (at != std::string::npos) s.replace(at, 3, std::to_string(value));
+  }
+  return s;
+}
+
+// Fills m's weights from a safetensors checkpoint with the given names, then loads the
+// tokenizer.model beside it, if any. m.config must be set.
+std::unique_ptr<Model> build_from_safetensors(std::unique_ptr<Model> model,
+                                              std::unique_ptr<Holder<SafetensorsSet>> holder,
+                                              const SafetensorsNames& n) {
+  Model& m = *model;
+  const ModelConfig& c = m.config;
+  const SafetensorsSet& st = holder->value;
+  m.file_bytes = st.total_bytes();
+  m.tok_embd = st.get(n.embed);
+  m.out_norm = st.get(n.norm);
+  if (const TensorView* out = st.find(n.output)) {
+    m.output = *out;
+  } else {
+    SMOE_CHECK(c.tie_embeddings, "tensor '", n.output, "' not found in ", st.where(),
+               " and the config does not tie the output to the embeddings");
+    m.output = m.tok_embd;
+  }
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    auto get = [&](const char* pattern, int64_t e = -1) { return st.get(expand(pattern, l, e)); };
+    LayerWeights lw;
+    lw.attn_norm = get(n.attn_norm);
+    lw.ffn_norm = get(n.ffn_norm);
+    lw.wq = get(n.wq);
+    lw.wk = get(n.wk);
+    lw.wv = get(n.wv);
+    lw.wo = get(n.wo);
+    if (n.qk_rotate_half) {
+      expect_shape(lw.wq, {c.q_dim(), c.dim}, st.where());
+      expect_shape(lw.wk, {c.kv_dim(), c.dim}, st.where());
+      lw.wq = unpermute_hf_rows(m, lw.wq, c.n_heads, c.head_dim);
+      lw.wk = unpermute_hf_rows(m, lw.wk, c.n_kv_heads, c.head_dim);
+    }
+    if (c.has_router) {
+      lw.router = get(n.router);
+      for (int64_t e = 0; e < c.n_experts; ++e)
+        lw.experts.push_back({get(n.expert_w1, e), get(n.expert_w2, e), get(n.expert_w3, e)});
+    } else {
+      lw.experts.push_back({get(n.dense_w1), get(n.dense_w2), get(n.dense_w3)});
+    }
+    m.layers.push_back(std::move(lw));
+  }
+  check_layer_shapes(m, st.where());
+  if (std::string tok = tokenizer_path(m.path); !tok.empty()) m.tokenizer = Tokenizer::from_spm_file(tok);
+  m.storage.push_back(std::move(holder));
+  check_tokenizer(m);
+  return model;
+}
+
 std::unique_ptr<Model> load_hf(const std::string& dir) {
   auto model = std::make_unique<Model>();
-  Model& m = *model;
   const fs::path d(dir);
-  m.path = dir;
-  m.format = "hf";
-  m.config = config_from_hf_json((d / "config.json").string());
-  const ModelConfig& c = m.config;
+  model->path = dir;
+  model->format = "hf";
+  model->config = config_from_hf_json((d / "config.json").string());
   std::unique_ptr<Holder<SafetensorsSet>> holder;
   if (fs::exists(d / "model.safetensors.index.json")) {
     holder = std::make_unique<Holder<SafetensorsSet>>(
@@ -218,94 +306,22 @@ std::unique_ptr<Model> load_hf(const std::string& dir) {
     fail(dir, ": no model.safetensors.index.json or model.safetensors (only safetensors "
               "checkpoints are supported)");
   }
-  const SafetensorsSet& st = holder->value;
-  m.file_bytes = st.total_bytes();
-  m.tok_embd = st.get("model.embed_tokens.weight");
-  m.out_norm = st.get("model.norm.weight");
-  if (const TensorView* out = st.find("lm_head.weight")) {
-    m.output = *out;
-  } else {
-    SMOE_CHECK(c.tie_embeddings, "tensor 'lm_head.weight' not found in ", st.where(),
-               " and config.json does not set tie_word_embeddings");
-    m.output = m.tok_embd;
-  }
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string b = cat("model.layers.", l, ".");
-    LayerWeights lw;
-    lw.attn_norm = st.get(b + "input_layernorm.weight");
-    lw.ffn_norm = st.get(b + "post_attention_layernorm.weight");
-    const TensorView& wq = st.get(b + "self_attn.q_proj.weight");
-    const TensorView& wk = st.get(b + "self_attn.k_proj.weight");
-    expect_shape(wq, {c.q_dim(), c.dim}, dir);
-    expect_shape(wk, {c.kv_dim(), c.dim}, dir);
-    lw.wq = unpermute_hf_rows(m, wq, c.n_heads, c.head_dim);
-    lw.wk = unpermute_hf_rows(m, wk, c.n_kv_heads, c.head_dim);
-    lw.wv = st.get(b + "self_attn.v_proj.weight");
-    lw.wo = st.get(b + "self_attn.o_proj.weight");
-    if (c.has_router) {
-      lw.router = st.get(b + "block_sparse_moe.gate.weight");
-      for (int64_t e = 0; e < c.n_experts; ++e) {
-        const std::string x = cat(b, "block_sparse_moe.experts.", e, ".");
-        lw.experts.push_back(
-            {st.get(x + "w1.weight"), st.get(x + "w2.weight"), st.get(x + "w3.weight")});
-      }
-    } else {
-      lw.experts.push_back({st.get(b + "mlp.gate_proj.weight"), st.get(b + "mlp.down_proj.weight"),
-                            st.get(b + "mlp.up_proj.weight")});
-    }
-    m.layers.push_back(std::move(lw));
-  }
-  check_layer_shapes(m, st.where());
-  if (std::string tok = tokenizer_path(d); !tok.empty()) m.tokenizer = Tokenizer::from_spm_file(tok);
-  m.storage.push_back(std::move(holder));
-  check_tokenizer(m);
-  return model;
+  return build_from_safetensors(std::move(model), std::move(holder), kHfNames);
 }
 
 std::unique_ptr<Model> load_mistral(const std::string& dir) {
   auto model = std::make_unique<Model>();
-  Model& m = *model;
   const fs::path d(dir);
-  m.path = dir;
-  m.format = "mistral";
-  m.config = config_from_mistral_json((d / "params.json").string());
-  const ModelConfig& c = m.config;
+  model->path = dir;
+  model->format = "mistral";
+  model->config = config_from_mistral_json((d / "params.json").string());
   const fs::path weights = d / "consolidated.safetensors";
   SMOE_CHECK(fs::exists(weights), dir, ": no consolidated.safetensors (only the safetensors "
                                         "form of Mistral's consolidated format is supported)");
-  auto holder = std::make_unique<Holder<SafetensorsSet>>(SafetensorsSet::open_files({weights.string()}));
-  const SafetensorsSet& st = holder->value;
-  m.file_bytes = st.total_bytes();
-  m.tok_embd = st.get("tok_embeddings.weight");
-  m.out_norm = st.get("norm.weight");
-  m.output = st.get("output.weight");
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const std::string b = cat("layers.", l, ".");
-    LayerWeights lw;
-    lw.attn_norm = st.get(b + "attention_norm.weight");
-    lw.ffn_norm = st.get(b + "ffn_norm.weight");
-    lw.wq = st.get(b + "attention.wq.weight");
-    lw.wk = st.get(b + "attention.wk.weight");
-    lw.wv = st.get(b + "attention.wv.weight");
-    lw.wo = st.get(b + "attention.wo.weight");
-    if (c.has_router) {
-      lw.router = st.get(b + "feed_forward.gate.weight");
-      for (int64_t e = 0; e < c.n_experts; ++e) {
-        const std::string x = cat(b, "feed_forward.experts.", e, ".");
-        lw.experts.push_back(
-            {st.get(x + "w1.weight"), st.get(x + "w2.weight"), st.get(x + "w3.weight")});
-      }
-    } else {
-      const std::string x = b + "feed_forward.";
-      lw.experts.push_back({st.get(x + "w1.weight"), st.get(x + "w2.weight"), st.get(x + "w3.weight")});
-    }
-    m.layers.push_back(std::move(lw));
-  }
-  check_layer_shapes(m, st.where());
-  if (std::string tok = tokenizer_path(d); !tok.empty()) m.tokenizer = Tokenizer::from_spm_file(tok);
-  m.storage.push_back(std::move(holder));
-  check_tokenizer(m);
-  return model;
+  return build_from_safetensors(
+      std::move(model),
+      std::make_unique<Holder<SafetensorsSet>>(SafetensorsSet::open_files({weights.string()})),
+      kMistralNames);
 }
 
 }  // namespace
