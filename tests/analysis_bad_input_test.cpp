@@ -1,0 +1,56 @@
+// analysis_bad_input_test.cpp: the analysis and evaluation commands on bad input (missing
+// or empty files, malformed task lines, absurd --ctx/--stride/--lengths, mismatched
+// models) exit non-zero with a message naming what was wrong and what was expected.
+#include "analysis_util.h"
+#include "core/error.h"
+
+namespace smoe {
+namespace {
+
+using test::fixture;
+using test::quoted;
+
+// Runs `args`, expects exit code 1 and every one of `needles` in stderr.
+void expect_error(const std::string& args, const std::vector<std::string>& needles) {
+  test::CmdResult r = test::run_smoe(args);
+  EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.out << r.err;
+  for (const std::string& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << args << "\nstderr: " << r.err;
+}
+
+struct Files {
+  std::string dir, text, empty, missing;
+};
+
+Files make_files(const std::string& name) {
+  Files f;
+  f.dir = test::temp_dir(name);
+  f.text = test::put_file(f.dir, "t.txt", "ROMEO:\nBut soft, what light through yonder window breaks?\n");
+  f.empty = test::put_file(f.dir, "empty.txt", "");
+  f.missing = f.dir + "/no-such.txt";
+  return f;
+}
+
+TEST(AnalysisBadInput, Routes) {
+  SMOE_REQUIRE_FIXTURES();
+  const Files f = make_files("bad_routes");
+  const std::string m = " -m " + quoted(fixture(test::kModelA));
+  const std::string out = " --out " + quoted(f.dir + "/out");
+  expect_error("routes" + m + " -f " + quoted(f.missing) + out, {f.missing, "no such file"});
+  expect_error("routes" + m + " -f " + quoted(f.empty) + out, {f.empty, "empty"});
+  expect_error("routes" + m + out, {"no text given"});
+  expect_error("routes" + m + " --domain " + quoted(f.text) + out, {"--domain", "NAME=FILE"});
+  expect_error("routes" + m + " --domain =x" + out, {"NAME=FILE"});
+  expect_error("routes" + m + " -f " + quoted(f.text) + " --ctx 100000000" + out, {"--ctx", "expected 1..32768"});
+  expect_error("routes" + m + " -f " + quoted(f.text) + " --ctx -4" + out, {"--ctx", "out of range"});
+  expect_error("routes" + m + " -f " + quoted(f.text) + " --layers 2" + out, {"--layers", "layer 2", "expected 0..1"});
+  expect_error("routes" + m + " -f " + quoted(f.text) + " --split dev" + out, {"dev", "all, train or val"});
+  // The output folder is a file.
+  expect_error("routes" + m + " -f " + quoted(f.text) + " --out " + quoted(f.text), {f.text, "output folder"});
+  // A text that tokenizes to nothing.
+  const std::string blank = test::put_file(f.dir, "blank.txt", "   ");
+  test::CmdResult r = test::run_smoe("routes" + m + " -f " + quoted(blank) + out);
+  if (r.exit_code != 0) EXPECT_NE(r.err.find("blank.txt"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace smoe
