@@ -52,5 +52,26 @@ TEST(AnalysisBadInput, Routes) {
   if (r.exit_code != 0) EXPECT_NE(r.err.find("blank.txt"), std::string::npos) << r.err;
 }
 
+TEST(AnalysisBadInput, Perplexity) {
+  SMOE_REQUIRE_FIXTURES();
+  const Files f = make_files("bad_ppl");
+  const std::string m = " -m " + quoted(fixture(test::kModelB));
+  const std::string t = " -f " + quoted(f.text);
+  expect_error("perplexity" + m + " -f " + quoted(f.missing), {f.missing, "no such file"});
+  expect_error("perplexity" + m + " -f " + quoted(f.empty), {f.empty, "empty"});
+  expect_error("perplexity" + m + " -f " + quoted(f.dir), {"directory"});
+  expect_error("perplexity" + m + t + " --ctx 1", {"--ctx 1", "expected 2..32768"});
+  expect_error("perplexity" + m + t + " --ctx 99999999", {"--ctx 99999999", "out of range"});
+  expect_error("perplexity" + m + t + " --ctx -3", {"--ctx -3"});
+  expect_error("perplexity" + m + t + " --ctx 16 --stride 17", {"--stride 17", "expected 1..15"});
+  expect_error("perplexity" + m + t + " --ctx 16 --stride 16", {"--stride 16", "expected 1..15"});
+  expect_error("perplexity" + m + t + " --stride -1", {"--stride -1"});
+  expect_error("perplexity" + m + t + " --sweep 8,x", {"--sweep", "\"x\" is not a number"});
+  expect_error("perplexity" + m + t + " --sweep 1", {"--sweep", "window length 1"});
+  expect_error("perplexity" + m + t + " --max-tokens 1", {"--max-tokens 1", "nothing to score"});
+  expect_error("perplexity" + m + t + " --split nope", {"nope", "all, train or val"});
+  expect_error("perplexity -m " + quoted(f.missing) + t, {f.missing});
+}
+
 }  // namespace
 }  // namespace smoe

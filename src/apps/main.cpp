@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   smoe::register_info(app);
   smoe::register_bench(app);
   smoe::register_routes(app);
+  smoe::register_perplexity(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
