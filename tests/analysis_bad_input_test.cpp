@@ -73,5 +73,18 @@ TEST(AnalysisBadInput, Perplexity) {
   expect_error("perplexity -m " + quoted(f.missing) + t, {f.missing});
 }
 
+TEST(AnalysisBadInput, Compare) {
+  SMOE_REQUIRE_FIXTURES();
+  const Files f = make_files("bad_compare");
+  const std::string a = " -m " + quoted(fixture(test::kModelA));
+  const std::string t = " -f " + quoted(f.text);
+  expect_error("compare" + a + " --vs " + quoted(fixture(test::kModelB)) + t, {"vocabulary of 32000", "1024"});
+  expect_error("compare" + a + " --vs " + quoted(f.missing) + t, {f.missing});
+  expect_error("compare" + a + " --vs " + quoted(fixture(test::kModelA)) + " -f " + quoted(f.empty), {"empty"});
+  expect_error("compare" + a + " --vs " + quoted(fixture(test::kModelA)) + t + " --ctx 40000", {"--ctx 40000"});
+  test::CmdResult r = test::run_smoe("compare" + a + t);  // --vs is required
+  EXPECT_NE(r.exit_code, 0);
+}
+
 }  // namespace
 }  // namespace smoe

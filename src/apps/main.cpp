@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   smoe::register_bench(app);
   smoe::register_routes(app);
   smoe::register_perplexity(app);
+  smoe::register_compare(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
