@@ -86,5 +86,17 @@ TEST(AnalysisBadInput, Compare) {
   EXPECT_NE(r.exit_code, 0);
 }
 
+TEST(AnalysisBadInput, Passkey) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string m = " -m " + quoted(fixture(test::kModelB));
+  expect_error("passkey" + m + " --lengths 10", {"length 10 is too short", "expected at least"});
+  expect_error("passkey" + m + " --lengths 99999999", {"--lengths", "99999999", "out of range"});
+  expect_error("passkey" + m + " --lengths 0", {"--lengths", "out of range"});
+  expect_error("passkey" + m + " --lengths 100 --positions 1.5", {"--positions", "1.5", "0..1"});
+  expect_error("passkey" + m + " --lengths 100 --positions half", {"--positions", "not a number"});
+  expect_error("passkey" + m + " --lengths 100 --trials 0", {"--trials 0"});
+  expect_error("passkey" + m + " --lengths 100 --digits 40", {"--digits 40"});
+}
+
 }  // namespace
 }  // namespace smoe

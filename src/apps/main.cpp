@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   smoe::register_routes(app);
   smoe::register_perplexity(app);
   smoe::register_compare(app);
+  smoe::register_passkey(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
