@@ -1,6 +1,7 @@
 // analysis_bad_input_test.cpp: the analysis and evaluation commands on bad input (missing
 // or empty files, malformed task lines, absurd --ctx/--stride/--lengths, mismatched
 // models) exit non-zero with a message naming what was wrong and what was expected.
+#include "analysis/mc.h"
 #include "analysis_util.h"
 #include "core/error.h"
 
@@ -96,6 +97,42 @@ TEST(AnalysisBadInput, Passkey) {
   expect_error("passkey" + m + " --lengths 100 --positions half", {"--positions", "not a number"});
   expect_error("passkey" + m + " --lengths 100 --trials 0", {"--trials 0"});
   expect_error("passkey" + m + " --lengths 100 --digits 40", {"--digits 40"});
+}
+
+TEST(AnalysisBadInput, MultipleChoiceTaskFiles) {
+  SMOE_REQUIRE_FIXTURES();
+  const Files f = make_files("bad_mc");
+  const std::string m = " -m " + quoted(fixture(test::kModelB));
+  const std::string good = "{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 0}\n";
+  struct Case {
+    std::string line, needle;
+  };
+  const std::vector<Case> cases = {
+      {"{\"context\": \"a\", \"choices\": [\" b\"", "not valid JSON"},
+      {"[1, 2]", "expected a JSON object"},
+      {"{\"choices\": [\" b\", \" c\"], \"label\": 0}", "\"context\""},
+      {"{\"context\": 3, \"choices\": [\" b\", \" c\"], \"label\": 0}", "\"context\""},
+      {"{\"context\": \"a\", \"label\": 0}", "\"choices\""},
+      {"{\"context\": \"a\", \"choices\": [\" b\"], \"label\": 0}", "expected at least 2"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", 7], \"label\": 0}", "must be a string"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \"\"], \"label\": 0}", "choice 1 is empty"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"]}", "\"label\""},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 2}", "label 2 is out of range"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": -1}", "out of range"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"answer\": \"Z\"}", "out of range"},
+      {"{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 0.5}", "0-based index"},
+  };
+  for (const Case& c : cases) {
+    const std::string path = test::put_file(f.dir, "task.jsonl", good + "\n" + c.line + "\n");
+    expect_error("mc" + m + " -f " + quoted(path), {path + ": line 3", c.needle});
+    EXPECT_THROW(parse_mc_jsonl(good + c.line, "t"), Error) << c.line;
+  }
+  expect_error("mc" + m + " -f " + quoted(f.missing), {f.missing, "no such file"});
+  expect_error("mc" + m + " -f " + quoted(f.empty), {f.empty, "empty"});
+  const std::string blank = test::put_file(f.dir, "blank.jsonl", "\n  \n");
+  expect_error("mc" + m + " -f " + quoted(blank), {"no questions"});
+  const std::string ok = test::put_file(f.dir, "ok.jsonl", good);
+  expect_error("mc" + m + " -f " + quoted(ok) + " --limit -1", {"--limit -1"});
 }
 
 }  // namespace

@@ -20,6 +20,7 @@ void register_routes(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_compare(CLI::App& app);
 void register_passkey(CLI::App& app);
+void register_mc(CLI::App& app);
 
 // The model used when -m is not given: $SMOE_MODEL, else the build's default.
 std::string default_model_path();

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   smoe::register_perplexity(app);
   smoe::register_compare(app);
   smoe::register_passkey(app);
+  smoe::register_mc(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
