@@ -15,6 +15,11 @@ int main(int argc, char** argv) {
   smoe::register_tokenize(app);
   smoe::register_info(app);
   smoe::register_bench(app);
+  smoe::register_routes(app);
+  smoe::register_perplexity(app);
+  smoe::register_compare(app);
+  smoe::register_passkey(app);
+  smoe::register_mc(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
