@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   smoe::register_tokenize(app);
   smoe::register_info(app);
   smoe::register_bench(app);
+  smoe::register_quantize(app);
+  smoe::register_synth(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
