@@ -231,7 +231,7 @@ TEST(GGUF, ReadsSelfMadeFile) {
   std::memcpy(&blk, q.data, sizeof blk);
   EXPECT_EQ(f16_to_f32(blk.d), 1.0f);
   EXPECT_EQ(blk.qs[0], -16);
-  EXPECT_EQ(f->find_tensor("k")->nbytes, 144u);
+  EXPECT_EQ(f->find_tensor("k")->nbytes, 84u);
   EXPECT_EQ(shape_str(w.shape), "[2, 3]");
 }
 

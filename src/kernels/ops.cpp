@@ -7,8 +7,14 @@
 
 #include "core/error.h"
 #include "kernels/dequant.h"
+#include "kernels/simd.h"
 
 namespace smoe {
+
+namespace {
+// Below this many tokens matmul uses the fused dot products, from it the packed tiles.
+constexpr int64_t kGemmMinTokens = 4;
+}  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
                  int64_t ldy, int64_t T) {
@@ -33,12 +39,42 @@ void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float*
   }
 }
 
-void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t N = w.numel() / w.shape.back(), D = w.shape.back();
   // Chunks of at least ~64K multiply-adds, so small products stay on one thread.
   const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, D * T));
   parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
     matmul_rows(w, begin, end - begin, x, y, N, T);
+  });
+}
+
+void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+  const int64_t D = w.shape.back(), N = w.numel() / D;
+  const size_t rb = row_bytes(w.dtype, D);
+  if (T < kGemmMinTokens) {
+    // Decode: fused dot products, weights streamed once per token.
+    const bool k_quant = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+    thread_local std::vector<float> xsum;  // [T, D/32], grow-only
+    if (k_quant) {
+      if (xsum.size() < static_cast<size_t>(T * D / 32)) xsum.resize(static_cast<size_t>(T * D / 32));
+      for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
+    }
+    const float* xs = k_quant ? xsum.data() : nullptr;
+    const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+    parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t t = 0; t < T; ++t)
+        dot_rows(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, x + t * D,
+                 xs ? xs + t * D / 32 : nullptr, D, y + t * N + begin);
+    });
+    return;
+  }
+  // Batch: tiles of rows converted once and reused across the T tokens.
+  const int64_t NR = gemm_tile_rows(), tiles = (N + NR - 1) / NR;
+  parallel_for(pool, tiles, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r0 = i * NR;
+      gemm_tile(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(NR, N - r0), x, T, D, y + r0, N);
+    }
   });
 }
 

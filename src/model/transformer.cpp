@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "kernels/ops.h"
+#include "kernels/simd.h"
 
 namespace smoe {
 
@@ -164,18 +165,13 @@ void Transformer::attention(int64_t layer, int64_t T) {
       if (static_cast<int64_t>(scores.size()) <= pos) scores.resize(static_cast<size_t>(pos + 1));
       float* s = scores.data();
       for (int64_t j = start; j <= pos; ++j) {
-        const float* k = kc + j * kvd + kvh * hd;
-        float dot = 0.f;
-        for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
-        s[j - start] = dot * scale;
+        s[j - start] = dot_f32(q, kc + j * kvd + kvh * hd, hd) * scale;
       }
       softmax(s, pos - start + 1);
       float* out = &att_[t * qd + h * hd];
       std::fill_n(out, hd, 0.f);
       for (int64_t j = start; j <= pos; ++j) {
-        const float* v = vc + j * kvd + kvh * hd;
-        const float p = s[j - start];
-        for (int64_t i = 0; i < hd; ++i) out[i] += p * v[i];
+        axpy(s[j - start], vc + j * kvd + kvh * hd, out, hd);
       }
     }
   });

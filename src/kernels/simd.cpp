@@ -1,0 +1,361 @@
+// simd.cpp: Highway SIMD kernels (see simd.h). This file is compiled once per x86 target
+// (foreach_target.h) and the best one is picked at run time (HWY_DYNAMIC_DISPATCH).
+// Fused decode dot products per weight type, and a packed GEMM tile for batches.
+// Legend: T tokens, D row length, N lanes of a float vector on the current target.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/simd.cpp"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// Must come after foreach_target.h.
+#include "hwy/highway.h"
+#include "kernels/simd.h"
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/dequant.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace smoe {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// Quantized kernels use at most 16 float lanes so that a vector never spans two
+// 16-value groups (q4_0 halves, q6_K sub-blocks).
+using DF = hn::CappedTag<float, 16>;
+
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
+// ---- float rows --------------------------------------------------------------------------
+
+template <class LoadFn, class ScalarFn>
+float dot_float_row(const float* x, int64_t D, LoadFn load, ScalarFn scalar) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + 4 * N <= D; i += 4 * N) {
+    a0 = hn::MulAdd(load(d, i), hn::LoadU(d, x + i), a0);
+    a1 = hn::MulAdd(load(d, i + N), hn::LoadU(d, x + i + N), a1);
+    a2 = hn::MulAdd(load(d, i + 2 * N), hn::LoadU(d, x + i + 2 * N), a2);
+    a3 = hn::MulAdd(load(d, i + 3 * N), hn::LoadU(d, x + i + 3 * N), a3);
+  }
+  for (; i + N <= D; i += N) a0 = hn::MulAdd(load(d, i), hn::LoadU(d, x + i), a0);
+  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < D; ++i) sum += scalar(i) * x[i];
+  return sum;
+}
+
+float dot_f32(const uint8_t* w, const float* x, int64_t D) {
+  return dot_float_row(
+      x, D, [w](auto d, int64_t i) { return hn::LoadU(d, reinterpret_cast<const float*>(w) + i); },
+      [w](int64_t i) {
+        float v;
+        std::memcpy(&v, w + 4 * i, 4);
+        return v;
+      });
+}
+
+float dot_f16(const uint8_t* w, const float* x, int64_t D) {
+  return dot_float_row(
+      x, D,
+      [w](auto d, int64_t i) {
+        const hn::Rebind<hwy::float16_t, decltype(d)> dh;
+        return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(w) + i));
+      },
+      [w](int64_t i) { return f16_to_f32_fast(load_u16(w + 2 * i)); });
+}
+
+float dot_bf16(const uint8_t* w, const float* x, int64_t D) {
+  return dot_float_row(
+      x, D,
+      [w](auto d, int64_t i) {
+        const hn::RebindToUnsigned<decltype(d)> du32;
+        const hn::Rebind<uint16_t, decltype(d)> du16;
+        const auto h = hn::PromoteTo(du32, hn::LoadU(du16, reinterpret_cast<const uint16_t*>(w) + i));
+        return hn::BitCast(d, hn::ShiftLeft<16>(h));
+      },
+      [w](int64_t i) { return bf16_to_f32(load_u16(w + 2 * i)); });
+}
+
+// out[n] += a * v[n]
+void Axpy(float a, const float* v, float* out, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto av = hn::Set(d, a);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(av, hn::LoadU(d, v + i), hn::LoadU(d, out + i)), d, out + i);
+  for (; i < n; ++i) out[i] += a * v[i];
+}
+
+float DotF32(const float* a, const float* b, int64_t n) {
+  return dot_float_row(
+      b, n, [a](auto d, int64_t i) { return hn::LoadU(d, a + i); }, [a](int64_t i) { return a[i]; });
+}
+
+// ---- 32-value blocks ---------------------------------------------------------------------
+
+float dot_q8_0(const uint8_t* w, const float* x, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<int8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto sum0 = hn::Zero(d), sum1 = hn::Zero(d);
+  const int64_t nb = D / 32;
+  int64_t b = 0;
+  for (; b < nb; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ8_0);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2);
+    const float* xb = x + b * 32;
+    auto acc = hn::Zero(d);
+    for (int64_t i = 0; i < 32; i += N)
+      acc = hn::MulAdd(hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, qs + i))), hn::LoadU(d, xb + i), acc);
+    const auto scale = hn::Set(d, f16_to_f32_fast(load_u16(blk)));
+    if (b & 1) sum1 = hn::MulAdd(scale, acc, sum1);
+    else sum0 = hn::MulAdd(scale, acc, sum0);
+  }
+  return hn::GetLane(hn::SumOfLanes(d, hn::Add(sum0, sum1)));
+}
+
+float dot_q4_0(const uint8_t* w, const float* x, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto mask = hn::Set(di, 15), eight = hn::Set(di, 8);
+  auto sum0 = hn::Zero(d), sum1 = hn::Zero(d);
+  const int64_t nb = D / 32;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ4_0);
+    const uint8_t* qs = blk + 2;
+    const float* xb = x + b * 32;
+    auto acc = hn::Zero(d);
+    for (int64_t i = 0; i < 16; i += N) {
+      const auto q = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<DF>(), hn::LoadU(d8, qs + i)));
+      const auto lo = hn::Sub(hn::And(q, mask), eight);
+      const auto hi = hn::Sub(hn::ShiftRight<4>(q), eight);
+      acc = hn::MulAdd(hn::ConvertTo(d, lo), hn::LoadU(d, xb + i), acc);
+      acc = hn::MulAdd(hn::ConvertTo(d, hi), hn::LoadU(d, xb + 16 + i), acc);
+    }
+    const auto scale = hn::Set(d, f16_to_f32_fast(load_u16(blk)));
+    if (b & 1) sum1 = hn::MulAdd(scale, acc, sum1);
+    else sum0 = hn::MulAdd(scale, acc, sum0);
+  }
+  return hn::GetLane(hn::SumOfLanes(d, hn::Add(sum0, sum1)));
+}
+
+// ---- K-quants (256-value super-blocks) ---------------------------------------------------
+
+// Q4_K (with_high false) or Q5_K: sum_j d*sc_j * (q_j . x_j) - dmin * sum_j m_j * xsum_j.
+template <bool kHigh>
+float dot_k4_k5(const uint8_t* w, const float* x, const float* xsum32, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto mask = hn::Set(di, 15), one = hn::Set(di, 1);
+  const size_t bb = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  auto sum = hn::Zero(d);
+  float min_sum = 0.f;
+  const int64_t nb = D / 256;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * bb;
+    const float dd = f16_to_f32_fast(load_u16(blk)), dmin = f16_to_f32_fast(load_u16(blk + 2));
+    const uint8_t* scales = blk + 4;
+    const uint8_t* qh = blk + 16;
+    const uint8_t* qs = blk + (kHigh ? 48 : 16);
+    const float* xb = x + b * 256;
+    float mins = 0.f;
+    for (int c = 0; c < 4; ++c) {
+      uint8_t sc0, m0, sc1, m1;
+      kquant_scale_min(2 * c, scales, &sc0, &m0);
+      kquant_scale_min(2 * c + 1, scales, &sc1, &m1);
+      mins += static_cast<float>(m0) * xsum32[b * 8 + 2 * c] + static_cast<float>(m1) * xsum32[b * 8 + 2 * c + 1];
+      auto acc0 = hn::Zero(d), acc1 = hn::Zero(d);
+      for (int64_t i = 0; i < 32; i += N) {
+        const auto q = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, qs + 32 * c + i)));
+        auto lo = hn::And(q, mask);
+        auto hi = hn::ShiftRight<4>(q);
+        if constexpr (kHigh) {
+          const auto h = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, qh + i)));
+          lo = hn::Or(lo, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c), one)));
+          hi = hn::Or(hi, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c + 1), one)));
+        }
+        acc0 = hn::MulAdd(hn::ConvertTo(d, lo), hn::LoadU(d, xb + 64 * c + i), acc0);
+        acc1 = hn::MulAdd(hn::ConvertTo(d, hi), hn::LoadU(d, xb + 64 * c + 32 + i), acc1);
+      }
+      sum = hn::MulAdd(hn::Set(d, dd * sc0), acc0, sum);
+      sum = hn::MulAdd(hn::Set(d, dd * sc1), acc1, sum);
+    }
+    min_sum += dmin * mins;
+  }
+  return hn::GetLane(hn::SumOfLanes(d, sum)) - min_sum;
+}
+
+float dot_q6_k(const uint8_t* w, const float* x, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto mask = hn::Set(di, 15), three = hn::Set(di, 3), k32 = hn::Set(di, 32);
+  auto sum = hn::Zero(d);
+  const int64_t nb = D / 256;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ6_K);
+    const uint8_t* ql = blk;
+    const uint8_t* qh = blk + 128;
+    const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    const float dd = f16_to_f32_fast(load_u16(blk + 208));
+    const float* xb = x + b * 256;
+    for (int h = 0; h < 2; ++h) {
+      for (int64_t l = 0; l < 32; l += N) {
+        const auto l0 = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, ql + 64 * h + l)));
+        const auto l1 = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, ql + 64 * h + 32 + l)));
+        const auto hb = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, qh + 32 * h + l)));
+        const decltype(l0) q[4] = {
+            hn::Or(hn::And(l0, mask), hn::ShiftLeft<4>(hn::And(hb, three))),
+            hn::Or(hn::And(l1, mask), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<2>(hb), three))),
+            hn::Or(hn::ShiftRight<4>(l0), hn::ShiftLeft<4>(hn::And(hn::ShiftRight<4>(hb), three))),
+            hn::Or(hn::ShiftRight<4>(l1), hn::ShiftLeft<4>(hn::ShiftRight<6>(hb)))};
+        for (int j = 0; j < 4; ++j) {
+          const int64_t i = 128 * h + 32 * j + l;  // first value of this vector
+          const auto prod = hn::Mul(hn::ConvertTo(d, hn::Sub(q[j], k32)), hn::LoadU(d, xb + i));
+          sum = hn::MulAdd(hn::Set(d, dd * static_cast<float>(sc[i / 16])), prod, sum);
+        }
+      }
+    }
+  }
+  return hn::GetLane(hn::SumOfLanes(d, sum));
+}
+
+void DotRows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const float* xsum32,
+             int64_t D, float* y) {
+  const size_t rb = row_bytes(t, D);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * rb;
+    float v = 0.f;
+    switch (t) {
+      case DType::F32: v = dot_f32(row, x, D); break;
+      case DType::F16: v = dot_f16(row, x, D); break;
+      case DType::BF16: v = dot_bf16(row, x, D); break;
+      case DType::Q8_0: v = dot_q8_0(row, x, D); break;
+      case DType::Q4_0: v = dot_q4_0(row, x, D); break;
+      case DType::Q4_K: v = dot_k4_k5<false>(row, x, xsum32, D); break;
+      case DType::Q5_K: v = dot_k4_k5<true>(row, x, xsum32, D); break;
+      case DType::Q6_K: v = dot_q6_k(row, x, D); break;
+    }
+    y[r] = v;
+  }
+}
+
+void SubBlockSums(const float* x, int64_t D, float* sums) {
+  const hn::CappedTag<float, 32> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t b = 0; b < D / 32; ++b) {
+    auto acc = hn::Zero(d);
+    for (int64_t i = 0; i < 32; i += N) acc = hn::Add(acc, hn::LoadU(d, x + 32 * b + i));
+    sums[b] = hn::GetLane(hn::SumOfLanes(d, acc));
+  }
+}
+
+// ---- GEMM tile ---------------------------------------------------------------------------
+
+int64_t GemmTileRows() { return 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
+
+// Accumulates MR tokens x NR rows (2 vectors) over KC inner values from the packed tile
+// pk[KC][NR] (k-major) into acc, which is loaded from / stored to ytile[MR][NR].
+template <int MR>
+void micro_kernel(const float* pk, int64_t KC, const float* x, int64_t ldx, float* ytile, int64_t NR) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  decltype(hn::Zero(d)) acc0[MR], acc1[MR];
+  for (int m = 0; m < MR; ++m) {
+    acc0[m] = hn::LoadU(d, ytile + m * NR);
+    acc1[m] = hn::LoadU(d, ytile + m * NR + N);
+  }
+  for (int64_t k = 0; k < KC; ++k) {
+    const auto w0 = hn::LoadU(d, pk + k * NR);
+    const auto w1 = hn::LoadU(d, pk + k * NR + N);
+    for (int m = 0; m < MR; ++m) {
+      const auto xv = hn::Set(d, x[m * ldx + k]);
+      acc0[m] = hn::MulAdd(xv, w0, acc0[m]);
+      acc1[m] = hn::MulAdd(xv, w1, acc1[m]);
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    hn::StoreU(acc0[m], d, ytile + m * NR);
+    hn::StoreU(acc1[m], d, ytile + m * NR + N);
+  }
+}
+
+void GemmTile(DType t, const uint8_t* w, int64_t n, const float* x, int64_t T, int64_t D, float* y,
+              int64_t ldy) {
+  const int64_t NR = GemmTileRows();
+  constexpr int kMR = HWY_TARGET <= HWY_AVX3 ? 8 : 4;  // tokens per micro tile
+  const int64_t KC = D % 256 == 0 ? 256 : D;           // a whole number of blocks of any type
+  const size_t rb = row_bytes(t, D);
+  const size_t kc_bytes = row_bytes(t, KC);
+  thread_local std::vector<float> rows, packed, ytile;
+  rows.resize(static_cast<size_t>(KC));
+  packed.resize(static_cast<size_t>(KC * NR));
+  // ytile holds every token's partial sums for this tile: [T][NR].
+  ytile.assign(static_cast<size_t>(T * NR), 0.f);
+  std::fill(packed.begin(), packed.end(), 0.f);
+  for (int64_t k0 = 0; k0 < D; k0 += KC) {
+    // Pack: rows [0, n) of columns [k0, k0 + KC) as packed[k][j].
+    for (int64_t j = 0; j < n; ++j) {
+      dequantize_row(t, w + static_cast<size_t>(j) * rb + static_cast<size_t>(k0 / KC) * kc_bytes,
+                     rows.data(), KC);
+      for (int64_t k = 0; k < KC; ++k) packed[static_cast<size_t>(k * NR + j)] = rows[static_cast<size_t>(k)];
+    }
+    int64_t t0 = 0;
+    for (; t0 + kMR <= T; t0 += kMR)
+      micro_kernel<kMR>(packed.data(), KC, x + t0 * D + k0, D, &ytile[static_cast<size_t>(t0 * NR)], NR);
+    for (; t0 < T; ++t0)
+      micro_kernel<1>(packed.data(), KC, x + t0 * D + k0, D, &ytile[static_cast<size_t>(t0 * NR)], NR);
+  }
+  for (int64_t tt = 0; tt < T; ++tt)
+    std::memcpy(y + tt * ldy, &ytile[static_cast<size_t>(tt * NR)], static_cast<size_t>(n) * 4);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace smoe
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace smoe {
+
+HWY_EXPORT(DotRows);
+HWY_EXPORT(SubBlockSums);
+HWY_EXPORT(GemmTileRows);
+HWY_EXPORT(GemmTile);
+HWY_EXPORT(Axpy);
+HWY_EXPORT(DotF32);
+
+void axpy(float a, const float* v, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, v, out, n); }
+
+float dot_f32(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n); }
+
+void dot_rows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const float* xsum32,
+              int64_t D, float* y) {
+  HWY_DYNAMIC_DISPATCH(DotRows)(t, w, n_rows, x, xsum32, D, y);
+}
+
+void sub_block_sums(const float* x, int64_t D, float* sums) {
+  HWY_DYNAMIC_DISPATCH(SubBlockSums)(x, D, sums);
+}
+
+int64_t gemm_tile_rows() { return HWY_DYNAMIC_DISPATCH(GemmTileRows)(); }
+
+void gemm_tile(DType t, const uint8_t* w, int64_t n, const float* x, int64_t T, int64_t D, float* y,
+               int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmTile)(t, w, n, x, T, D, y, ldy);
+}
+
+}  // namespace smoe
+#endif  // HWY_ONCE
