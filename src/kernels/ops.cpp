@@ -14,6 +14,8 @@ namespace smoe {
 namespace {
 // Below this many tokens matmul uses the fused dot products, from it the packed tiles.
 constexpr int64_t kGemmMinTokens = 4;
+// Weight rows per gemm_panel call (one task of the thread pool).
+constexpr int64_t kPanelRows = 64;
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
@@ -68,12 +70,24 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     });
     return;
   }
-  // Batch: tiles of rows converted once and reused across the T tokens.
-  const int64_t NR = gemm_tile_rows(), tiles = (N + NR - 1) / NR;
-  parallel_for(pool, tiles, 1, [&](int64_t begin, int64_t end) {
+  // Batch: x transposed once ([D][Tpad], zero padded), then panels of rows converted once
+  // and reused across all T tokens.
+  const int64_t half = gemm_token_block() / 2;
+  const int64_t Tpad = (T + half - 1) / half * half;
+  thread_local std::vector<float> xT;  // grow-only
+  if (xT.size() < static_cast<size_t>(D * Tpad)) xT.resize(static_cast<size_t>(D * Tpad));
+  for (int64_t k = 0; k < D; ++k) {
+    float* col = &xT[static_cast<size_t>(k * Tpad)];
+    for (int64_t t = 0; t < T; ++t) col[t] = x[t * D + k];
+    for (int64_t t = T; t < Tpad; ++t) col[t] = 0.f;
+  }
+  const float* xt = xT.data();
+  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+  parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t r0 = i * NR;
-      gemm_tile(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(NR, N - r0), x, T, D, y + r0, N);
+      const int64_t r0 = i * kPanelRows;
+      gemm_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(kPanelRows, N - r0), xt,
+                 Tpad, T, D, y + r0, N);
     }
   });
 }

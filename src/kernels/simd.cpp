@@ -6,6 +6,7 @@
 #define HWY_TARGET_INCLUDE "kernels/simd.cpp"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 // Must come after foreach_target.h.
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "kernels/simd.h"
 
@@ -22,6 +23,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 // Quantized kernels use at most 16 float lanes so that a vector never spans two
 // 16-value groups (q4_0 halves, q6_K sub-blocks).
 using DF = hn::CappedTag<float, 16>;
+
+// How far ahead of the current block the decode kernels prefetch weights (rows are
+// contiguous, so this runs on into the next row).
+constexpr size_t kPrefetchBytes = 2048;
 
 inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
@@ -108,6 +113,7 @@ float dot_q8_0(const uint8_t* w, const float* x, int64_t D) {
   int64_t b = 0;
   for (; b < nb; ++b) {
     const uint8_t* blk = w + b * sizeof(BlockQ8_0);
+    hwy::Prefetch(blk + kPrefetchBytes);
     const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2);
     const float* xb = x + b * 32;
     auto acc = hn::Zero(d);
@@ -130,6 +136,7 @@ float dot_q4_0(const uint8_t* w, const float* x, int64_t D) {
   const int64_t nb = D / 32;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * sizeof(BlockQ4_0);
+    if (b & 1) hwy::Prefetch(blk + kPrefetchBytes);
     const uint8_t* qs = blk + 2;
     const float* xb = x + b * 32;
     auto acc = hn::Zero(d);
@@ -164,6 +171,7 @@ float dot_k4_k5(const uint8_t* w, const float* x, const float* xsum32, int64_t D
   const int64_t nb = D / 256;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * bb;
+    for (size_t p = 0; p < bb; p += 64) hwy::Prefetch(blk + kPrefetchBytes + p);
     const float dd = f16_to_f32_fast(load_u16(blk)), dmin = f16_to_f32_fast(load_u16(blk + 2));
     const uint8_t* scales = blk + 4;
     const uint8_t* qh = blk + 16;
@@ -207,6 +215,7 @@ float dot_q6_k(const uint8_t* w, const float* x, int64_t D) {
   const int64_t nb = D / 256;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = w + b * sizeof(BlockQ6_K);
+    for (size_t p = 0; p < sizeof(BlockQ6_K); p += 64) hwy::Prefetch(blk + kPrefetchBytes + p);
     const uint8_t* ql = blk;
     const uint8_t* qh = blk + 128;
     const int8_t* sc = reinterpret_cast<const int8_t*>(blk + 192);
@@ -263,64 +272,63 @@ void SubBlockSums(const float* x, int64_t D, float* sums) {
   }
 }
 
-// ---- GEMM tile ---------------------------------------------------------------------------
+// ---- GEMM panel (batches) ----------------------------------------------------------------
+// Tokens are the vector dimension: x is given transposed, xT[D][Tpad], and each weight
+// value is broadcast against a vector of tokens, so weight rows are converted to float32
+// contiguously (no transposition) once per panel and reused across all tokens.
 
-int64_t GemmTileRows() { return 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
+int64_t GemmTokenBlock() { return 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
 
-// Accumulates MR tokens x NR rows (2 vectors) over KC inner values from the packed tile
-// pk[KC][NR] (k-major) into acc, which is loaded from / stored to ytile[MR][NR].
-template <int MR>
-void micro_kernel(const float* pk, int64_t KC, const float* x, int64_t ldx, float* ytile, int64_t NR) {
+constexpr int64_t kGroupRows = 8;  // rows per micro kernel
+
+// acc[r][v] (rows r < 8, token vectors v < NV) over KC inner values:
+// yt[r * ldyt + t] += sum_k wbuf[r * ldw + k] * xT[k * ldx + t], t in one token block.
+template <int NV>
+void micro_kernel(const float* wbuf, int64_t ldw, const float* xT, int64_t ldx, int64_t KC,
+                  float* yt, int64_t ldyt) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  decltype(hn::Zero(d)) acc0[MR], acc1[MR];
-  for (int m = 0; m < MR; ++m) {
-    acc0[m] = hn::LoadU(d, ytile + m * NR);
-    acc1[m] = hn::LoadU(d, ytile + m * NR + N);
-  }
+  decltype(hn::Zero(d)) acc[kGroupRows][NV];
+  for (int r = 0; r < kGroupRows; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = hn::LoadU(d, yt + r * ldyt + v * N);
   for (int64_t k = 0; k < KC; ++k) {
-    const auto w0 = hn::LoadU(d, pk + k * NR);
-    const auto w1 = hn::LoadU(d, pk + k * NR + N);
-    for (int m = 0; m < MR; ++m) {
-      const auto xv = hn::Set(d, x[m * ldx + k]);
-      acc0[m] = hn::MulAdd(xv, w0, acc0[m]);
-      acc1[m] = hn::MulAdd(xv, w1, acc1[m]);
+    decltype(hn::Zero(d)) xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = hn::LoadU(d, xT + k * ldx + v * N);
+    for (int r = 0; r < kGroupRows; ++r) {
+      const auto wb = hn::Set(d, wbuf[r * ldw + k]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = hn::MulAdd(wb, xv[v], acc[r][v]);
     }
   }
-  for (int m = 0; m < MR; ++m) {
-    hn::StoreU(acc0[m], d, ytile + m * NR);
-    hn::StoreU(acc1[m], d, ytile + m * NR + N);
-  }
+  for (int r = 0; r < kGroupRows; ++r)
+    for (int v = 0; v < NV; ++v) hn::StoreU(acc[r][v], d, yt + r * ldyt + v * N);
 }
 
-void GemmTile(DType t, const uint8_t* w, int64_t n, const float* x, int64_t T, int64_t D, float* y,
-              int64_t ldy) {
-  const int64_t NR = GemmTileRows();
-  constexpr int kMR = HWY_TARGET <= HWY_AVX3 ? 8 : 4;  // tokens per micro tile
-  const int64_t KC = D % 256 == 0 ? 256 : D;           // a whole number of blocks of any type
-  const size_t rb = row_bytes(t, D);
-  const size_t kc_bytes = row_bytes(t, KC);
-  thread_local std::vector<float> rows, packed, ytile;
-  rows.resize(static_cast<size_t>(KC));
-  packed.resize(static_cast<size_t>(KC * NR));
-  // ytile holds every token's partial sums for this tile: [T][NR].
-  ytile.assign(static_cast<size_t>(T * NR), 0.f);
-  std::fill(packed.begin(), packed.end(), 0.f);
+void GemmPanel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tpad, int64_t T,
+               int64_t D, float* y, int64_t ldy) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>()));
+  const int64_t KC = D % 256 == 0 ? 256 : D;  // a whole number of blocks of any type
+  const int64_t groups = (n + kGroupRows - 1) / kGroupRows, rows_pad = groups * kGroupRows;
+  const size_t rb = row_bytes(t, D), kc_bytes = row_bytes(t, KC);
+  thread_local std::vector<float> wbuf, yt;
+  wbuf.resize(static_cast<size_t>(rows_pad * KC));
+  yt.assign(static_cast<size_t>(rows_pad * Tpad), 0.f);  // [rows][Tpad] partial sums
+  std::fill(wbuf.begin() + n * KC, wbuf.end(), 0.f);     // padding rows stay zero
   for (int64_t k0 = 0; k0 < D; k0 += KC) {
-    // Pack: rows [0, n) of columns [k0, k0 + KC) as packed[k][j].
-    for (int64_t j = 0; j < n; ++j) {
+    for (int64_t j = 0; j < n; ++j)
       dequantize_row(t, w + static_cast<size_t>(j) * rb + static_cast<size_t>(k0 / KC) * kc_bytes,
-                     rows.data(), KC);
-      for (int64_t k = 0; k < KC; ++k) packed[static_cast<size_t>(k * NR + j)] = rows[static_cast<size_t>(k)];
+                     &wbuf[static_cast<size_t>(j * KC)], KC);
+    for (int64_t t0 = 0; t0 < Tpad; t0 += 2 * N) {
+      const bool two = t0 + 2 * N <= Tpad;
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* wg = &wbuf[static_cast<size_t>(g * kGroupRows * KC)];
+        float* ytg = &yt[static_cast<size_t>(g * kGroupRows * Tpad + t0)];
+        if (two) micro_kernel<2>(wg, KC, xT + k0 * Tpad + t0, Tpad, KC, ytg, Tpad);
+        else micro_kernel<1>(wg, KC, xT + k0 * Tpad + t0, Tpad, KC, ytg, Tpad);
+      }
     }
-    int64_t t0 = 0;
-    for (; t0 + kMR <= T; t0 += kMR)
-      micro_kernel<kMR>(packed.data(), KC, x + t0 * D + k0, D, &ytile[static_cast<size_t>(t0 * NR)], NR);
-    for (; t0 < T; ++t0)
-      micro_kernel<1>(packed.data(), KC, x + t0 * D + k0, D, &ytile[static_cast<size_t>(t0 * NR)], NR);
   }
-  for (int64_t tt = 0; tt < T; ++tt)
-    std::memcpy(y + tt * ldy, &ytile[static_cast<size_t>(tt * NR)], static_cast<size_t>(n) * 4);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t tt = 0; tt < T; ++tt) y[tt * ldy + j] = yt[static_cast<size_t>(j * Tpad + tt)];
 }
 
 }  // namespace HWY_NAMESPACE
@@ -332,8 +340,8 @@ namespace smoe {
 
 HWY_EXPORT(DotRows);
 HWY_EXPORT(SubBlockSums);
-HWY_EXPORT(GemmTileRows);
-HWY_EXPORT(GemmTile);
+HWY_EXPORT(GemmTokenBlock);
+HWY_EXPORT(GemmPanel);
 HWY_EXPORT(Axpy);
 HWY_EXPORT(DotF32);
 
@@ -350,11 +358,11 @@ void sub_block_sums(const float* x, int64_t D, float* sums) {
   HWY_DYNAMIC_DISPATCH(SubBlockSums)(x, D, sums);
 }
 
-int64_t gemm_tile_rows() { return HWY_DYNAMIC_DISPATCH(GemmTileRows)(); }
+int64_t gemm_token_block() { return HWY_DYNAMIC_DISPATCH(GemmTokenBlock)(); }
 
-void gemm_tile(DType t, const uint8_t* w, int64_t n, const float* x, int64_t T, int64_t D, float* y,
-               int64_t ldy) {
-  HWY_DYNAMIC_DISPATCH(GemmTile)(t, w, n, x, T, D, y, ldy);
+void gemm_panel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tpad, int64_t T,
+                int64_t D, float* y, int64_t ldy) {
+  HWY_DYNAMIC_DISPATCH(GemmPanel)(t, w, n, xT, Tpad, T, D, y, ldy);
 }
 
 }  // namespace smoe

@@ -21,14 +21,16 @@ void dot_rows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const f
 // sums[D/32] = sums of x[D] over consecutive 32-value blocks (D a multiple of 32).
 void sub_block_sums(const float* x, int64_t D, float* sums);
 
-// Rows of a weight matrix per packed tile in gemm_tile (the SIMD width times 2).
-int64_t gemm_tile_rows();
+// Tokens per vector block of gemm_panel (twice the SIMD width); Tpad is a multiple of it
+// or of half of it.
+int64_t gemm_token_block();
 
-// y[t, row0 + j] = x[t, :] · W[row0 + j, :] for t < T, j < n (n <= gemm_tile_rows()).
-// w points at row row0; rows are row_bytes(t, D) apart. ldy: y's row stride. Weights are
-// converted to float32 once per tile and reused across all T tokens.
-void gemm_tile(DType t, const uint8_t* w, int64_t n, const float* x, int64_t T, int64_t D,
-               float* y, int64_t ldy);
+// y[t, j] = x[t, :] · W[j, :] for t < T, j < n, with x given transposed and zero-padded:
+// xT[D][Tpad] (Tpad >= T, a multiple of gemm_token_block() / 2). w points at the first of
+// the n rows (row_bytes(t, D) apart); ldy: y's row stride. Each weight row is converted
+// to float32 once and reused across all tokens (tokens are the vector dimension).
+void gemm_panel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tpad, int64_t T,
+                int64_t D, float* y, int64_t ldy);
 
 // out[n] += a * v[n]; dot of a[n] and b[n] (float32; summation order differs from a
 // sequential loop, so results agree with it to rounding, not bit for bit).
