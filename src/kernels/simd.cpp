@@ -272,6 +272,73 @@ void SubBlockSums(const float* x, int64_t D, float* sums) {
   }
 }
 
+// ---- dequantization (for the GEMM panels) --------------------------------------------------
+
+void dequant_q8_0(const uint8_t* w, float* out, int64_t n) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<int8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ8_0);
+    const int8_t* qs = reinterpret_cast<const int8_t*>(blk + 2);
+    const auto scale = hn::Set(d, f16_to_f32_fast(load_u16(blk)));
+    for (int64_t i = 0; i < 32; i += N)
+      hn::StoreU(hn::Mul(scale, hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, qs + i)))), d, out + 32 * b + i);
+  }
+}
+
+void dequant_q4_0(const uint8_t* w, float* out, int64_t n) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto mask = hn::Set(di, 15), eight = hn::Set(di, 8);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ4_0);
+    const auto scale = hn::Set(d, f16_to_f32_fast(load_u16(blk)));
+    for (int64_t i = 0; i < 16; i += N) {
+      const auto q = hn::BitCast(di, hn::PromoteTo(hn::RebindToUnsigned<DF>(), hn::LoadU(d8, blk + 2 + i)));
+      hn::StoreU(hn::Mul(scale, hn::ConvertTo(d, hn::Sub(hn::And(q, mask), eight))), d, out + 32 * b + i);
+      hn::StoreU(hn::Mul(scale, hn::ConvertTo(d, hn::Sub(hn::ShiftRight<4>(q), eight))), d, out + 32 * b + 16 + i);
+    }
+  }
+}
+
+void dequant_f16(const uint8_t* w, float* out, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<hwy::float16_t, decltype(d)> dh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= n; i += N)
+    hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(w) + i)), d, out + i);
+  for (; i < n; ++i) out[i] = f16_to_f32_fast(load_u16(w + 2 * i));
+}
+
+void dequant_bf16(const uint8_t* w, float* out, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du32;
+  const hn::Rebind<uint16_t, decltype(d)> du16;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto h = hn::PromoteTo(du32, hn::LoadU(du16, reinterpret_cast<const uint16_t*>(w) + i));
+    hn::StoreU(hn::BitCast(d, hn::ShiftLeft<16>(h)), d, out + i);
+  }
+  for (; i < n; ++i) out[i] = bf16_to_f32(load_u16(w + 2 * i));
+}
+
+// Same values as dequantize_row (dequant.h), any type: SIMD for the common ones.
+void DequantRow(DType t, const uint8_t* w, float* out, int64_t n) {
+  switch (t) {
+    case DType::F16: return dequant_f16(w, out, n);
+    case DType::BF16: return dequant_bf16(w, out, n);
+    case DType::Q8_0: return dequant_q8_0(w, out, n);
+    case DType::Q4_0: return dequant_q4_0(w, out, n);
+    default: return dequantize_row(t, w, out, n);
+  }
+}
+
 // ---- GEMM panel (batches) ----------------------------------------------------------------
 // Tokens are the vector dimension: x is given transposed, xT[D][Tpad], and each weight
 // value is broadcast against a vector of tokens, so weight rows are converted to float32
@@ -315,7 +382,7 @@ void GemmPanel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tp
   std::fill(wbuf.begin() + n * KC, wbuf.end(), 0.f);     // padding rows stay zero
   for (int64_t k0 = 0; k0 < D; k0 += KC) {
     for (int64_t j = 0; j < n; ++j)
-      dequantize_row(t, w + static_cast<size_t>(j) * rb + static_cast<size_t>(k0 / KC) * kc_bytes,
+      DequantRow(t, w + static_cast<size_t>(j) * rb + static_cast<size_t>(k0 / KC) * kc_bytes,
                      &wbuf[static_cast<size_t>(j * KC)], KC);
     for (int64_t t0 = 0; t0 < Tpad; t0 += 2 * N) {
       const bool two = t0 + 2 * N <= Tpad;
@@ -343,6 +410,11 @@ HWY_EXPORT(SubBlockSums);
 HWY_EXPORT(GemmTokenBlock);
 HWY_EXPORT(GemmPanel);
 HWY_EXPORT(Axpy);
+HWY_EXPORT(DequantRow);
+
+void dequantize_row_simd(DType t, const uint8_t* src, float* dst, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(DequantRow)(t, src, dst, n);
+}
 HWY_EXPORT(DotF32);
 
 void axpy(float a, const float* v, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, v, out, n); }

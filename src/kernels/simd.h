@@ -32,6 +32,9 @@ int64_t gemm_token_block();
 void gemm_panel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tpad, int64_t T,
                 int64_t D, float* y, int64_t ldy);
 
+// dequantize_row (dequant.h) with SIMD: the same values, bit for bit.
+void dequantize_row_simd(DType t, const uint8_t* src, float* dst, int64_t n);
+
 // out[n] += a * v[n]; dot of a[n] and b[n] (float32; summation order differs from a
 // sequential loop, so results agree with it to rounding, not bit for bit).
 void axpy(float a, const float* v, float* out, int64_t n);
