@@ -15,7 +15,7 @@ namespace {
 // Below this many tokens matmul uses the fused dot products, from it the packed tiles.
 constexpr int64_t kGemmMinTokens = 4;
 // Weight rows per gemm_panel call (one task of the thread pool).
-constexpr int64_t kPanelRows = 64;
+constexpr int64_t kPanelRows = 48;
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,

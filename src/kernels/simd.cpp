@@ -346,27 +346,29 @@ void DequantRow(DType t, const uint8_t* w, float* out, int64_t n) {
 
 int64_t GemmTokenBlock() { return 2 * static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>())); }
 
-constexpr int64_t kGroupRows = 8;  // rows per micro kernel
+// Rows are padded to a multiple of 24 so that both micro-kernel shapes (6 rows x 4 token
+// vectors for wide token blocks, 8 rows x 1-2 vectors for the rest) tile them.
+constexpr int64_t kRowPad = 24;
 
-// acc[r][v] (rows r < 8, token vectors v < NV) over KC inner values:
+// acc[r][v] (rows r < ROWS, token vectors v < NV) over KC inner values:
 // yt[r * ldyt + t] += sum_k wbuf[r * ldw + k] * xT[k * ldx + t], t in one token block.
-template <int NV>
+template <int ROWS, int NV>
 void micro_kernel(const float* wbuf, int64_t ldw, const float* xT, int64_t ldx, int64_t KC,
                   float* yt, int64_t ldyt) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  decltype(hn::Zero(d)) acc[kGroupRows][NV];
-  for (int r = 0; r < kGroupRows; ++r)
+  decltype(hn::Zero(d)) acc[ROWS][NV];
+  for (int r = 0; r < ROWS; ++r)
     for (int v = 0; v < NV; ++v) acc[r][v] = hn::LoadU(d, yt + r * ldyt + v * N);
   for (int64_t k = 0; k < KC; ++k) {
     decltype(hn::Zero(d)) xv[NV];
     for (int v = 0; v < NV; ++v) xv[v] = hn::LoadU(d, xT + k * ldx + v * N);
-    for (int r = 0; r < kGroupRows; ++r) {
+    for (int r = 0; r < ROWS; ++r) {
       const auto wb = hn::Set(d, wbuf[r * ldw + k]);
       for (int v = 0; v < NV; ++v) acc[r][v] = hn::MulAdd(wb, xv[v], acc[r][v]);
     }
   }
-  for (int r = 0; r < kGroupRows; ++r)
+  for (int r = 0; r < ROWS; ++r)
     for (int v = 0; v < NV; ++v) hn::StoreU(acc[r][v], d, yt + r * ldyt + v * N);
 }
 
@@ -374,7 +376,7 @@ void GemmPanel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tp
                int64_t D, float* y, int64_t ldy) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(hn::ScalableTag<float>()));
   const int64_t KC = D % 256 == 0 ? 256 : D;  // a whole number of blocks of any type
-  const int64_t groups = (n + kGroupRows - 1) / kGroupRows, rows_pad = groups * kGroupRows;
+  const int64_t rows_pad = (n + kRowPad - 1) / kRowPad * kRowPad;
   const size_t rb = row_bytes(t, D), kc_bytes = row_bytes(t, KC);
   thread_local std::vector<float> wbuf, yt;
   wbuf.resize(static_cast<size_t>(rows_pad * KC));
@@ -383,14 +385,20 @@ void GemmPanel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tp
   for (int64_t k0 = 0; k0 < D; k0 += KC) {
     for (int64_t j = 0; j < n; ++j)
       DequantRow(t, w + static_cast<size_t>(j) * rb + static_cast<size_t>(k0 / KC) * kc_bytes,
-                     &wbuf[static_cast<size_t>(j * KC)], KC);
-    for (int64_t t0 = 0; t0 < Tpad; t0 += 2 * N) {
+                 &wbuf[static_cast<size_t>(j * KC)], KC);
+    const float* xk = xT + k0 * Tpad;
+    int64_t t0 = 0;
+    for (; t0 + 4 * N <= Tpad; t0 += 4 * N)
+      for (int64_t r = 0; r < rows_pad; r += 6)
+        micro_kernel<6, 4>(&wbuf[static_cast<size_t>(r * KC)], KC, xk + t0, Tpad, KC,
+                           &yt[static_cast<size_t>(r * Tpad + t0)], Tpad);
+    for (; t0 < Tpad; t0 += 2 * N) {
       const bool two = t0 + 2 * N <= Tpad;
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* wg = &wbuf[static_cast<size_t>(g * kGroupRows * KC)];
-        float* ytg = &yt[static_cast<size_t>(g * kGroupRows * Tpad + t0)];
-        if (two) micro_kernel<2>(wg, KC, xT + k0 * Tpad + t0, Tpad, KC, ytg, Tpad);
-        else micro_kernel<1>(wg, KC, xT + k0 * Tpad + t0, Tpad, KC, ytg, Tpad);
+      for (int64_t r = 0; r < rows_pad; r += 8) {
+        const float* wg = &wbuf[static_cast<size_t>(r * KC)];
+        float* ytg = &yt[static_cast<size_t>(r * Tpad + t0)];
+        if (two) micro_kernel<8, 2>(wg, KC, xk + t0, Tpad, KC, ytg, Tpad);
+        else micro_kernel<8, 1>(wg, KC, xk + t0, Tpad, KC, ytg, Tpad);
       }
     }
   }
