@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/dequant.h"
+#include "kernels/gemm_int8.h"
 #include "kernels/simd.h"
 
 namespace smoe {
@@ -16,6 +17,8 @@ namespace {
 constexpr int64_t kGemmMinTokens = 4;
 // Weight rows per gemm_panel call (one task of the thread pool).
 constexpr int64_t kPanelRows = 48;
+// Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
+bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
@@ -67,6 +70,20 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
       for (int64_t t = 0; t < T; ++t)
         dot_rows(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, x + t * D,
                  xs ? xs + t * D / 32 : nullptr, D, y + t * N + begin);
+    });
+    return;
+  }
+  if (use_int8_activations(w.dtype)) {
+    // Batch, q8_0/q4_0: activations quantized to int8 once, integer block dot products.
+    thread_local Int8Activations xa;  // grow-only
+    quantize_activations(x, T, D, xa);
+    const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+    parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r0 = i * kPanelRows;
+        gemm_int8_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(kPanelRows, N - r0),
+                        xa, y + r0, N);
+      }
     });
     return;
   }

@@ -1,0 +1,185 @@
+// gemm_int8.cpp: int8-activation batched matmul for q8_0/q4_0 weights (see gemm_int8.h).
+// The VNNI kernel is compiled for AVX-512 VNNI with a function target attribute and chosen
+// at run time (__builtin_cpu_supports); every other CPU runs the scalar reference.
+#include "kernels/gemm_int8.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "kernels/simd.h"
+
+namespace smoe {
+
+namespace {
+
+constexpr int64_t kBlock = 32;
+constexpr int64_t kTokVec = 16;  // tokens per 512-bit vector of int32 lanes
+constexpr int64_t kRows = 4;     // rows per micro tile
+
+// A panel's weights as int8 blocks: q[n][D], scale d[n][D/32], corr[n][D/32] = -128 * sum(q)
+// (undoes the +128 bias of the activations). Rows padded to a multiple of kRows with zeros.
+struct PackedWeights {
+  int64_t n = 0, rows = 0, nb = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> corr;
+};
+
+void pack_weights(DType t, const uint8_t* w, int64_t n, int64_t D, PackedWeights& p) {
+  p.n = n;
+  p.rows = (n + kRows - 1) / kRows * kRows;
+  p.nb = D / kBlock;
+  p.q.assign(static_cast<size_t>(p.rows * D), 0);
+  p.d.assign(static_cast<size_t>(p.rows * p.nb), 0.f);
+  p.corr.assign(static_cast<size_t>(p.rows * p.nb), 0);
+  const size_t rb = row_bytes(t, D);
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t b = 0; b < p.nb; ++b) {
+      int8_t* q = &p.q[static_cast<size_t>(r * D + b * kBlock)];
+      uint16_t h;
+      if (t == DType::Q8_0) {
+        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * sizeof(BlockQ8_0);
+        std::memcpy(&h, blk, 2);
+        std::memcpy(q, blk + 2, kBlock);
+      } else {  // Q4_0
+        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * sizeof(BlockQ4_0);
+        std::memcpy(&h, blk, 2);
+        for (int i = 0; i < 16; ++i) {
+          q[i] = static_cast<int8_t>((blk[2 + i] & 15) - 8);
+          q[i + 16] = static_cast<int8_t>((blk[2 + i] >> 4) - 8);
+        }
+      }
+      int32_t sum = 0;
+      for (int i = 0; i < kBlock; ++i) sum += q[i];
+      p.d[static_cast<size_t>(r * p.nb + b)] = f16_to_f32_fast(h);
+      p.corr[static_cast<size_t>(r * p.nb + b)] = -128 * sum;
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
+void vnni_kernel(const PackedWeights& p, const Int8Activations& x, float* y, int64_t ldy) {
+  const int64_t D = x.D, Tpad = x.Tpad, nb = p.nb;
+  float tile[kRows][2 * kTokVec];
+  for (int64_t t0 = 0; t0 < Tpad; t0 += 2 * kTokVec) {
+    const int nv = t0 + 2 * kTokVec <= Tpad ? 2 : 1;
+    for (int64_t r0 = 0; r0 < p.rows; r0 += kRows) {
+      __m512 acc[kRows][2];
+      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+      for (int64_t b = 0; b < nb; ++b) {
+        __m512i isum[kRows][2];
+        for (int r = 0; r < kRows; ++r)
+          isum[r][0] = isum[r][1] = _mm512_set1_epi32(p.corr[static_cast<size_t>((r0 + r) * nb + b)]);
+        const uint8_t* xb = &x.q[static_cast<size_t>(b * 8 * Tpad * 4)];
+        for (int g = 0; g < 8; ++g) {
+          const uint8_t* xg = xb + (g * Tpad + t0) * 4;
+          const __m512i x0 = _mm512_loadu_si512(xg);
+          const __m512i x1 = nv == 2 ? _mm512_loadu_si512(xg + 4 * kTokVec) : _mm512_setzero_si512();
+          for (int r = 0; r < kRows; ++r) {
+            int32_t wv;
+            std::memcpy(&wv, &p.q[static_cast<size_t>((r0 + r) * D + b * kBlock + 4 * g)], 4);
+            const __m512i wb = _mm512_set1_epi32(wv);
+            isum[r][0] = _mm512_dpbusd_epi32(isum[r][0], x0, wb);
+            isum[r][1] = _mm512_dpbusd_epi32(isum[r][1], x1, wb);
+          }
+        }
+        const float* db = &x.d[static_cast<size_t>(b * Tpad + t0)];
+        const __m512 dx0 = _mm512_loadu_ps(db);
+        const __m512 dx1 = nv == 2 ? _mm512_loadu_ps(db + kTokVec) : _mm512_setzero_ps();
+        for (int r = 0; r < kRows; ++r) {
+          const __m512 dw = _mm512_set1_ps(p.d[static_cast<size_t>((r0 + r) * nb + b)]);
+          acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][0]), _mm512_mul_ps(dx0, dw), acc[r][0]);
+          acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][1]), _mm512_mul_ps(dx1, dw), acc[r][1]);
+        }
+      }
+      for (int r = 0; r < kRows; ++r) {
+        _mm512_storeu_ps(tile[r], acc[r][0]);
+        _mm512_storeu_ps(tile[r] + kTokVec, acc[r][1]);
+      }
+      const int64_t t_end = std::min(x.T, t0 + nv * kTokVec);
+      for (int r = 0; r < kRows && r0 + r < p.n; ++r)
+        for (int64_t t = t0; t < t_end; ++t) y[t * ldy + r0 + r] = tile[r][t - t0];
+    }
+  }
+}
+
+void reference_kernel(const PackedWeights& p, const Int8Activations& x, float* y, int64_t ldy) {
+  const int64_t D = x.D, Tpad = x.Tpad, nb = p.nb;
+  for (int64_t r = 0; r < p.n; ++r)
+    for (int64_t t = 0; t < x.T; ++t) {
+      float acc = 0.f;
+      for (int64_t b = 0; b < nb; ++b) {
+        int32_t isum = p.corr[static_cast<size_t>(r * nb + b)];
+        for (int64_t k = 0; k < kBlock; ++k) {
+          const int64_t g = k / 4, j = k % 4;
+          const uint8_t xq = x.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4 + j)];
+          isum += static_cast<int32_t>(xq) * p.q[static_cast<size_t>(r * D + b * kBlock + k)];
+        }
+        const float scale = x.d[static_cast<size_t>(b * Tpad + t)] * p.d[static_cast<size_t>(r * nb + b)];
+        acc = std::fma(static_cast<float>(isum), scale, acc);
+      }
+      y[t * ldy + r] = acc;
+    }
+}
+
+}  // namespace
+
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out) {
+  SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");
+  out.T = T;
+  out.D = D;
+  out.Tpad = (T + kTokVec - 1) / kTokVec * kTokVec;
+  const int64_t nb = D / kBlock, Tpad = out.Tpad;
+  if (out.q.size() < static_cast<size_t>(D * Tpad)) out.q.resize(static_cast<size_t>(D * Tpad));
+  if (out.d.size() < static_cast<size_t>(nb * Tpad)) out.d.resize(static_cast<size_t>(nb * Tpad));
+  for (int64_t b = 0; b < nb; ++b) {
+    for (int64_t t = 0; t < Tpad; ++t) {
+      uint8_t q[kBlock];
+      float d = 0.f;
+      if (t < T) {
+        const float* xb = x + t * D + b * kBlock;
+        float amax = 0.f;
+        for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
+        d = amax / 127.f;
+        const float id = d != 0.f ? 1.f / d : 0.f;
+        for (int64_t k = 0; k < kBlock; ++k) q[k] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(xb[k] * id)) + 128);
+      } else {
+        std::fill_n(q, kBlock, static_cast<uint8_t>(128));
+      }
+      out.d[static_cast<size_t>(b * Tpad + t)] = d;
+      for (int g = 0; g < 8; ++g)
+        std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
+    }
+  }
+}
+
+bool int8_gemm_fast() {
+  static const bool fast = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  return fast;
+}
+
+bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                     int64_t ldy) {
+  SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
+  thread_local PackedWeights p;
+  pack_weights(t, w, n, x.D, p);
+  if (int8_gemm_fast()) vnni_kernel(p, x, y, ldy);
+  else reference_kernel(p, x, y, ldy);
+}
+
+void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                         int64_t ldy) {
+  SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
+  PackedWeights p;
+  pack_weights(t, w, n, x.D, p);
+  reference_kernel(p, x, y, ldy);
+}
+
+}  // namespace smoe
