@@ -75,8 +75,9 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
   }
   if (use_int8_activations(w.dtype)) {
     // Batch, q8_0/q4_0: activations quantized to int8 once, integer block dot products.
-    thread_local Int8Activations xa;  // grow-only
-    quantize_activations(x, T, D, xa);
+    thread_local Int8Activations xa_buf;  // grow-only
+    const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+    quantize_activations(x, T, D, xa_buf);
     const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
     parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
