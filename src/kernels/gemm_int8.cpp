@@ -18,7 +18,7 @@ namespace {
 
 constexpr int64_t kBlock = 32;
 constexpr int64_t kTokVec = 16;  // tokens per 512-bit vector of int32 lanes
-constexpr int64_t kRows = 4;     // rows per micro tile
+constexpr int64_t kRows = 6;     // rows per micro tile
 
 // A panel's weights as int8 blocks: q[n][D], scale d[n][D/32], corr[n][D/32] = -128 * sum(q)
 // (undoes the +128 bias of the activations). Rows padded to a multiple of kRows with zeros.
