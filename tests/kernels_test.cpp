@@ -65,7 +65,7 @@ TEST(Kernels, DotRowsMatchScalarForAllTypesSizesAndAlignments) {
       const int64_t D = nblk * blk;
       if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && D % 32 != 0) continue;
       for (size_t mis : {0, 1, 3}) {
-        const int64_t rows = 3;
+        const int64_t rows = 6;  // a 4-row group and two single rows
         std::vector<uint8_t> w = make_rows(t, rows, D, mis, 7 + static_cast<uint64_t>(D));
         std::vector<float> xbuf = randn(static_cast<size_t>(D + 1), 11);
         const float* x = xbuf.data() + (mis ? 1 : 0);  // misaligned activations too
