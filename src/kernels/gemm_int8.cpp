@@ -29,32 +29,64 @@ struct PackedWeights {
   std::vector<int32_t> corr;
 };
 
-void pack_weights(DType t, const uint8_t* w, int64_t n, int64_t D, PackedWeights& p) {
+// One block's int8 values, returning their sum (scalar; the SIMD packer below agrees).
+int32_t unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
+  std::memcpy(h, blk, 2);
+  if (t == DType::Q8_0) {
+    std::memcpy(q, blk + 2, kBlock);
+  } else {  // Q4_0
+    for (int i = 0; i < 16; ++i) {
+      q[i] = static_cast<int8_t>((blk[2 + i] & 15) - 8);
+      q[i + 16] = static_cast<int8_t>((blk[2 + i] >> 4) - 8);
+    }
+  }
+  int32_t sum = 0;
+  for (int i = 0; i < kBlock; ++i) sum += q[i];
+  return sum;
+}
+
+__attribute__((target("avx2,sse4.1")))
+int32_t unpack_block_simd(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
+  std::memcpy(h, blk, 2);
+  __m128i lo, hi;
+  if (t == DType::Q8_0) {
+    lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18));
+  } else {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
+    lo = _mm_sub_epi8(_mm_and_si128(b, m), eight);
+    hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), eight);
+  }
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), lo);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), hi);
+  // Sum of 32 signed bytes: widen to 16 bits, multiply-add pairs by 1.
+  const __m256i w = _mm256_add_epi16(_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
+  const __m256i s32 = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+void pack_weights(DType t, const uint8_t* w, int64_t n, int64_t D, bool simd, PackedWeights& p) {
   p.n = n;
   p.rows = (n + kRows - 1) / kRows * kRows;
   p.nb = D / kBlock;
-  p.q.assign(static_cast<size_t>(p.rows * D), 0);
-  p.d.assign(static_cast<size_t>(p.rows * p.nb), 0.f);
-  p.corr.assign(static_cast<size_t>(p.rows * p.nb), 0);
-  const size_t rb = row_bytes(t, D);
+  // Grow-only buffers; rows < n are overwritten below, padding rows are zeroed.
+  p.q.resize(std::max(p.q.size(), static_cast<size_t>(p.rows * D)));
+  p.d.resize(std::max(p.d.size(), static_cast<size_t>(p.rows * p.nb)));
+  p.corr.resize(std::max(p.corr.size(), static_cast<size_t>(p.rows * p.nb)));
+  std::fill(p.q.begin() + n * D, p.q.begin() + p.rows * D, 0);
+  std::fill(p.d.begin() + n * p.nb, p.d.begin() + p.rows * p.nb, 0.f);
+  std::fill(p.corr.begin() + n * p.nb, p.corr.begin() + p.rows * p.nb, 0);
+  const size_t rb = row_bytes(t, D), bb = dtype_info(t).block_bytes;
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t b = 0; b < p.nb; ++b) {
+      const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * bb;
       int8_t* q = &p.q[static_cast<size_t>(r * D + b * kBlock)];
       uint16_t h;
-      if (t == DType::Q8_0) {
-        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * sizeof(BlockQ8_0);
-        std::memcpy(&h, blk, 2);
-        std::memcpy(q, blk + 2, kBlock);
-      } else {  // Q4_0
-        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * sizeof(BlockQ4_0);
-        std::memcpy(&h, blk, 2);
-        for (int i = 0; i < 16; ++i) {
-          q[i] = static_cast<int8_t>((blk[2 + i] & 15) - 8);
-          q[i + 16] = static_cast<int8_t>((blk[2 + i] >> 4) - 8);
-        }
-      }
-      int32_t sum = 0;
-      for (int i = 0; i < kBlock; ++i) sum += q[i];
+      const int32_t sum = simd ? unpack_block_simd(t, blk, q, &h) : unpack_block(t, blk, q, &h);
       p.d[static_cast<size_t>(r * p.nb + b)] = f16_to_f32_fast(h);
       p.corr[static_cast<size_t>(r * p.nb + b)] = -128 * sum;
     }
@@ -169,7 +201,7 @@ void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations
                      int64_t ldy) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
   thread_local PackedWeights p;
-  pack_weights(t, w, n, x.D, p);
+  pack_weights(t, w, n, x.D, int8_gemm_fast(), p);
   if (int8_gemm_fast()) vnni_kernel(p, x, y, ldy);
   else reference_kernel(p, x, y, ldy);
 }
@@ -178,7 +210,7 @@ void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
                          int64_t ldy) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
   PackedWeights p;
-  pack_weights(t, w, n, x.D, p);
+  pack_weights(t, w, n, x.D, false, p);
   reference_kernel(p, x, y, ldy);
 }
 
