@@ -182,9 +182,36 @@ TEST(Kernels, MatmulMatchesReferenceOnThreads) {
       matmul_ref(w, x.data(), yr.data(), T, nullptr);
       // The split across threads never changes a row's result.
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << dtype_name(t) << " T=" << T;
-      const bool int8 = T >= 4 && int8_gemm_supports(t) && int8_gemm_fast();
+      const bool int8 = int8_gemm_supports(t) && int8_gemm_fast();
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], yr[i], int8 ? 0.5 : 2e-3) << dtype_name(t) << " T=" << T << " i=" << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace smoe
+
+namespace smoe {
+namespace {
+
+TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t D = 0; D <= 32 * 9; D += 32) {
+      for (size_t mis : {0, 1}) {
+        const int64_t rows = 5;
+        std::vector<uint8_t> w = make_rows(t, rows, D, mis, 31 + static_cast<uint64_t>(D));
+        const std::vector<float> x = randn(static_cast<size_t>(D), 8);
+        Int8Vector xq;
+        quantize_vector(x.data(), D, xq);
+        std::vector<float> y(rows), yr(rows);
+        dot_rows_int8(t, w.data() + mis, rows, xq, y.data());
+        dot_rows_int8_ref(t, w.data() + mis, rows, xq, yr.data());
+        ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << dtype_name(t) << " D=" << D;
+        const size_t rb = row_bytes(t, D);
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_NEAR(y[r], scalar_dot(t, w.data() + mis + r * rb, x.data(), D), 0.05 * std::sqrt(static_cast<double>(D)) + 1e-6);
+      }
     }
   }
 }

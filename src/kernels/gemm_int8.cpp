@@ -158,7 +158,102 @@ void reference_kernel(const PackedWeights& p, const Int8Activations& x, float* y
     }
 }
 
+
+float reduce_lanes(const float* a) {
+  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+}
+
+void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* out) {
+  const int64_t nb = x.D / kBlock;
+  const size_t bb = dtype_info(t).block_bytes;
+  float acc[8] = {};
+  for (int64_t b = 0; b < nb; ++b) {
+    int8_t q[kBlock];
+    uint16_t h;
+    unpack_block(t, row + static_cast<size_t>(b) * bb, q, &h);
+    const float scale = f16_to_f32_fast(h) * x.d[static_cast<size_t>(b)];
+    for (int l = 0; l < 8; ++l) {
+      int32_t isum = 0;
+      for (int j = 0; j < 4; ++j) isum += q[4 * l + j] * x.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
+      acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
+    }
+  }
+  *out = reduce_lanes(acc);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
+void dot_int8_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
+  const int64_t nb = x.D / kBlock;
+  const size_t rb = row_bytes(t, x.D);
+  const __m128i m4 = _mm_set1_epi8(15);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * rb;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
+      __m256i isum;
+      uint16_t h;
+      if (t == DType::Q8_0) {
+        const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
+        std::memcpy(&h, blk, 2);
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+        // |w| (unsigned) times x with w's sign: the same products as w * x.
+        isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+      } else {
+        const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ4_0);
+        std::memcpy(&h, blk, 2);
+        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+        const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
+        // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
+        const __m256i corr = _mm256_slli_epi32(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.lane_sums[static_cast<size_t>(b * 8)])), 3);
+        isum = _mm256_dpbusd_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), corr), nib, xq);
+      }
+      const __m256 scale = _mm256_set1_ps(f16_to_f32_fast(h) * x.d[static_cast<size_t>(b)]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+    }
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    y[r] = reduce_lanes(lanes);
+  }
+}
+
 }  // namespace
+
+void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
+  SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");
+  out.D = D;
+  const int64_t nb = D / kBlock;
+  if (out.q.size() < static_cast<size_t>(D)) out.q.resize(static_cast<size_t>(D));
+  if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
+  if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
+  for (int64_t b = 0; b < nb; ++b) {
+    const float* xb = x + b * kBlock;
+    float amax = 0.f;
+    for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
+    const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+    out.d[static_cast<size_t>(b)] = d;
+    for (int64_t k = 0; k < kBlock; ++k)
+      out.q[static_cast<size_t>(b * kBlock + k)] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
+    for (int l = 0; l < 8; ++l) {
+      int32_t s = 0;
+      for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
+      out.lane_sums[static_cast<size_t>(b * 8 + l)] = s;
+    }
+  }
+}
+
+void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
+  SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
+  if (int8_gemm_fast()) return dot_int8_vnni(t, w, n_rows, x, y);
+  dot_rows_int8_ref(t, w, n_rows, x, y);
+}
+
+void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
+  SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
+  const size_t rb = row_bytes(t, x.D);
+  for (int64_t r = 0; r < n_rows; ++r) dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
+}
 
 void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out) {
   SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");

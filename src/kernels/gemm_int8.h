@@ -35,4 +35,22 @@ void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations
 void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                          int64_t ldy);
 
+// ---- decode (one token against many rows) ----
+// x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and lane_sums
+// [D/32][8]: the sums of each 4 consecutive q (one 32-bit lane of the kernel).
+struct Int8Vector {
+  int64_t D = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> lane_sums;
+};
+void quantize_vector(const float* x, int64_t D, Int8Vector& out);
+
+// y[r] = dot(row r of w, x) for q8_0/q4_0 rows with int8 activations: per block and
+// 4-value lane an exact integer sum, lane accumulators acc[l] = fma(isum, d_w * d_x, acc[l])
+// in block order, then ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). VNNI when available, else
+// the reference; both follow exactly this arithmetic (equal bit for bit).
+void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
+void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
+
 }  // namespace smoe

@@ -65,6 +65,20 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
       for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
     }
     const float* xs = k_quant ? xsum.data() : nullptr;
+    if (use_int8_activations(w.dtype)) {
+      // q8_0/q4_0: each token's activations quantized to int8 once, integer block dots.
+      thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
+      if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
+      const std::vector<Int8Vector>& xq = xq_buf;  // the caller's (see below)
+      for (int64_t t = 0; t < T; ++t) quantize_vector(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
+      const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+      parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t t = 0; t < T; ++t)
+          dot_rows_int8(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin,
+                        xq[static_cast<size_t>(t)], y + t * N + begin);
+      });
+      return;
+    }
     const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
     parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = 0; t < T; ++t)
