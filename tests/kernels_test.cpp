@@ -1,8 +1,8 @@
 // kernels_test.cpp: every SIMD kernel against its scalar reference, over many sizes and
 // misaligned pointers: fused dot products (all eight types), GEMM panels, SIMD
 // dequantization (bit-exact), the fast half conversion (all 65536 values), attention's
-// dot/axpy, the int8-activation GEMM (bit-exact with its reference), and matmul against
-// matmul_ref through the thread pool.
+// dot/axpy, the int8-activation GEMM and decode dots (bit-exact with their reference),
+// online-softmax attention, and matmul against matmul_ref through the thread pool.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "kernels/attention.h"
 #include "kernels/dequant.h"
 #include "kernels/gemm_int8.h"
 #include "kernels/ops.h"
@@ -211,6 +212,30 @@ TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
         const size_t rb = row_bytes(t, D);
         for (int64_t r = 0; r < rows; ++r)
           ASSERT_NEAR(y[r], scalar_dot(t, w.data() + mis + r * rb, x.data(), D), 0.05 * std::sqrt(static_cast<double>(D)) + 1e-6);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace smoe
+
+namespace smoe {
+namespace {
+
+TEST(Kernels, OnlineSoftmaxAttentionMatchesReference) {
+  for (int64_t G : {1, 4}) {
+    for (int64_t hd : {8, 16, 128}) {
+      for (int64_t n : {1, 2, 63, 64, 65, 200}) {
+        const int64_t kv_stride = hd * 3;  // other kv heads interleaved, as in the cache
+        const std::vector<float> q = randn(static_cast<size_t>(G * hd), 1, 2.f);
+        const std::vector<float> k = randn(static_cast<size_t>(n * kv_stride), 2);
+        const std::vector<float> v = randn(static_cast<size_t>(n * kv_stride), 3);
+        std::vector<float> a(static_cast<size_t>(G * hd)), b(a.size());
+        const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+        attention_heads(q.data(), hd, G, k.data(), v.data(), kv_stride, n, hd, scale, a.data(), hd);
+        attention_heads_ref(q.data(), hd, G, k.data(), v.data(), kv_stride, n, hd, scale, b.data(), hd);
+        for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5) << "G=" << G << " hd=" << hd << " n=" << n;
       }
     }
   }
