@@ -92,11 +92,14 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     thread_local Int8Activations xa_buf;  // grow-only
     const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
     quantize_activations(x, T, D, xa_buf);
-    const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+    // Panels of about 256 KB of int8 weights (a multiple of the kernel's 6 rows), so that a
+    // panel and a block of activations stay in L2 while every token block passes over it.
+    const int64_t prows = std::clamp<int64_t>((256 * 1024 / D) / 6 * 6, 6, kPanelRows);
+    const int64_t panels = (N + prows - 1) / prows;
     parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t r0 = i * kPanelRows;
-        gemm_int8_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(kPanelRows, N - r0),
+        const int64_t r0 = i * prows;
+        gemm_int8_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(prows, N - r0),
                         xa, y + r0, N);
       }
     });
