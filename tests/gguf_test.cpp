@@ -155,7 +155,7 @@ GGUFBuilder sample_builder() {
   q8[0] = 0x00, q8[1] = 0x3c;  // d = 1.0 as half
   for (int k = 0; k < 32; ++k) q8[2 + k] = static_cast<char>(k - 16);
   g.tensor("q", {32, 1}, 8, q8);
-  g.tensor("k", {256}, 12, std::string(144, '\x01'));  // q4_K: known size, not supported
+  g.tensor("k", {256}, 10, std::string(84, '\x01'));  // q2_K: known size, not supported
   return g;
 }
 
@@ -231,7 +231,7 @@ TEST(GGUF, ReadsSelfMadeFile) {
   std::memcpy(&blk, q.data, sizeof blk);
   EXPECT_EQ(f16_to_f32(blk.d), 1.0f);
   EXPECT_EQ(blk.qs[0], -16);
-  EXPECT_EQ(f->find_tensor("k")->nbytes, 144u);
+  EXPECT_EQ(f->find_tensor("k")->nbytes, 84u);
   EXPECT_EQ(shape_str(w.shape), "[2, 3]");
 }
 
@@ -279,8 +279,8 @@ TEST(GGUF, UnsupportedTypeOnlyFailsWhenRequested) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("tensor 'k' has type q4_K, which smoe does not support yet; supported: f32, "
-                       "f16, bf16, q8_0, q4_0"),
+    EXPECT_NE(msg.find("tensor 'k' has type q2_K, which smoe does not support yet; supported: f32, "
+                       "f16, bf16, q8_0, q4_0, q4_K"),
               std::string::npos)
         << msg;
   }

@@ -227,7 +227,9 @@ TEST(Attention, SlidingWindowLimitsContext) {
   s1.forward(t1, true, a);
   s2.forward(t2, true, b);
   const int64_t V = c.vocab_size;
-  for (int64_t v = 0; v < V; ++v) ASSERT_FLOAT_EQ(a[3 * V + v], b[3 * V + v]);
+  // Equal up to summation order: token 0 changes how tokens group by expert, and with it
+  // which matmul kernel (decode dot products or batch tiles) a group runs through.
+  for (int64_t v = 0; v < V; ++v) ASSERT_NEAR(a[3 * V + v], b[3 * V + v], 1e-5f);
   bool differs = false;
   for (int64_t v = 0; v < V; ++v) differs |= a[1 * V + v] != b[1 * V + v];
   EXPECT_TRUE(differs);

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   smoe::register_compare(app);
   smoe::register_passkey(app);
   smoe::register_mc(app);
+  smoe::register_quantize(app);
+  smoe::register_synth(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,13 +10,18 @@ namespace smoe {
 
 const DTypeInfo& dtype_info(DType t) {
   static const DTypeInfo f32{"f32", 1, 4}, f16{"f16", 1, 2}, bf16{"bf16", 1, 2},
-      q8_0{"q8_0", kQK8_0, sizeof(BlockQ8_0)}, q4_0{"q4_0", kQK4_0, sizeof(BlockQ4_0)};
+      q8_0{"q8_0", kQK8_0, sizeof(BlockQ8_0)}, q4_0{"q4_0", kQK4_0, sizeof(BlockQ4_0)},
+      q4_k{"q4_K", kQK_K, sizeof(BlockQ4_K)}, q5_k{"q5_K", kQK_K, sizeof(BlockQ5_K)},
+      q6_k{"q6_K", kQK_K, sizeof(BlockQ6_K)};
   switch (t) {
     case DType::F32: return f32;
     case DType::F16: return f16;
     case DType::BF16: return bf16;
     case DType::Q8_0: return q8_0;
     case DType::Q4_0: return q4_0;
+    case DType::Q4_K: return q4_k;
+    case DType::Q5_K: return q5_k;
+    case DType::Q6_K: return q6_k;
   }
   fail("internal: unknown DType ", static_cast<uint32_t>(t));
 }
@@ -27,6 +32,9 @@ std::optional<DType> dtype_from_ggml(uint32_t id) {
     case 1: return DType::F16;
     case 2: return DType::Q4_0;
     case 8: return DType::Q8_0;
+    case 12: return DType::Q4_K;
+    case 13: return DType::Q5_K;
+    case 14: return DType::Q6_K;
     case 30: return DType::BF16;
     default: return std::nullopt;
   }
@@ -45,9 +53,29 @@ std::string ggml_type_name(uint32_t id) {
 std::optional<DType> dtype_from_name(const std::string& name) {
   std::string s = name;
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
-  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0})
-    if (s == dtype_info(t).name) return t;
+  size_t n = 0;
+  const DType* all = all_dtypes(&n);
+  for (size_t i = 0; i < n; ++i) {
+    std::string tn = dtype_info(all[i]).name;
+    std::transform(tn.begin(), tn.end(), tn.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (s == tn) return all[i];
+  }
   return std::nullopt;
+}
+
+const DType* all_dtypes(size_t* count) {
+  static const DType all[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
+                              DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  *count = sizeof(all) / sizeof(all[0]);
+  return all;
+}
+
+std::string supported_dtype_names() {
+  size_t n = 0;
+  const DType* all = all_dtypes(&n);
+  std::string out;
+  for (size_t i = 0; i < n; ++i) out += (i ? ", " : "") + std::string(dtype_info(all[i]).name);
+  return out;
 }
 
 size_t row_bytes(DType t, int64_t n) {

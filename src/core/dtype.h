@@ -15,6 +15,9 @@ enum class DType : uint32_t {
   F16 = 1,
   Q4_0 = 2,
   Q8_0 = 8,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
   BF16 = 30,
 };
 
@@ -31,10 +34,13 @@ inline const char* dtype_name(DType t) { return dtype_info(t).name; }
 std::optional<DType> dtype_from_ggml(uint32_t id);
 // Name of any GGML type id, supported or not (for error messages): "q4_K", "type 99", ...
 std::string ggml_type_name(uint32_t id);
-// Parses "f32", "f16", "bf16", "q8_0", "q4_0" (case-insensitive).
+// Parses "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k" (case-insensitive).
 std::optional<DType> dtype_from_name(const std::string& name);
 // Bytes of a row of n values; throws when n is not a whole number of blocks.
 size_t row_bytes(DType t, int64_t n);
+// Every supported type, and their names joined by ", " (for error messages).
+const DType* all_dtypes(size_t* count);
+std::string supported_dtype_names();
 
 // Block layouts, exactly as GGUF defines them.
 constexpr size_t kQK8_0 = 32;
@@ -50,6 +56,53 @@ struct BlockQ4_0 {
   uint8_t qs[kQK4_0 / 2];   // value i (< 16) = ((qs[i] & 15) - 8) * d; value i+16 = ((qs[i] >> 4) - 8) * d
 };
 static_assert(sizeof(BlockQ4_0) == 18);
+
+// K-quants: super-blocks of 256 values (GGUF's "QK_K").
+constexpr size_t kQK_K = 256;
+// Q4_K: 8 sub-blocks of 32, each with a 6-bit scale sc and 6-bit min m packed in `scales`
+// (see kquant_scale_min). Value = d * sc * q - dmin * m, q in 0..15. Sub-block pair c
+// (values 64c..64c+63) uses qs[32c..32c+32): low nibbles first 32 values, high nibbles next.
+struct BlockQ4_K {
+  uint16_t d;            // super-block scale of the scales, half
+  uint16_t dmin;         // super-block scale of the mins, half
+  uint8_t scales[12];    // 8 x (6-bit scale, 6-bit min)
+  uint8_t qs[kQK_K / 2];
+};
+static_assert(sizeof(BlockQ4_K) == 144);
+// Q5_K: as Q4_K with a fifth bit: for value 64c + l (l < 32) bit 2c of qh[l], for value
+// 64c + 32 + l bit 2c+1. q in 0..31.
+struct BlockQ5_K {
+  uint16_t d;
+  uint16_t dmin;
+  uint8_t scales[12];
+  uint8_t qh[kQK_K / 8];
+  uint8_t qs[kQK_K / 2];
+};
+static_assert(sizeof(BlockQ5_K) == 176);
+// Q6_K: 16 sub-blocks of 16 with int8 scales; value = d * scales[s] * (q - 32), q in 0..63.
+// Half h (values 128h..128h+127), l < 32: q of value 128h + 32j + l takes its low 4 bits
+// from ql[64h + l + 32(j&1)] (low nibble for j < 2, high for j >= 2) and its high 2 bits
+// from qh[32h + l] >> 2j. Sub-block of value i is i / 16.
+struct BlockQ6_K {
+  uint8_t ql[kQK_K / 2];
+  uint8_t qh[kQK_K / 4];
+  int8_t scales[kQK_K / 16];
+  uint16_t d;
+};
+static_assert(sizeof(BlockQ6_K) == 210);
+// Sub-block j (0..7) scale and min of a Q4_K/Q5_K block's 12 packed bytes: the first four
+// pairs are the low 6 bits of bytes j and j+4; the last four take their low 4 bits from
+// byte j+4 (scale: low nibble, min: high nibble) and their top 2 bits from the top 2 bits
+// of bytes j-4 (scale) and j (min).
+inline void kquant_scale_min(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = static_cast<uint8_t>((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+    *m = static_cast<uint8_t>((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
 
 // IEEE half <-> float, exact for every half value (round-to-nearest-even on the way in).
 float f16_to_f32(uint16_t h);

@@ -43,11 +43,14 @@ class ThreadPool {
   std::atomic<int64_t> next_{0};
 };
 
-// Runs fn over [0, n) on `pool`, or serially when pool is null.
-inline void parallel_for(ThreadPool* pool, int64_t n, int64_t grain,
-                         const std::function<void(int64_t, int64_t)>& fn) {
+// Runs fn over [0, n) on `pool`, or serially when pool is null. fn is passed by reference
+// (a std::function around a reference_wrapper does not allocate), so hot loops such as
+// decode's matmuls cost no heap allocation per call.
+template <typename Fn>
+inline void parallel_for(ThreadPool* pool, int64_t n, int64_t grain, Fn&& fn) {
   if (n <= 0) return;
-  if (pool && pool->size() > 1 && n > grain) pool->parallel_for(n, grain, fn);
+  if (pool && pool->size() > 1 && n > grain)
+    pool->parallel_for(n, grain, std::function<void(int64_t, int64_t)>(std::ref(fn)));
   else fn(0, n);
 }
 

@@ -476,7 +476,7 @@ TensorView GGUFFile::tensor(const std::string& name) const {
   std::optional<DType> dt = dtype_from_ggml(info->ggml_type);
   if (!dt)
     fail("GGUF ", path(), ": tensor '", name, "' has type ", type_name(info->ggml_type),
-         ", which smoe does not support yet; supported: f32, f16, bf16, q8_0, q4_0");
+         ", which smoe does not support yet; supported: ", supported_dtype_names());
   TensorView v;
   v.name = name;
   v.dtype = *dt;

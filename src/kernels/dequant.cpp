@@ -1,4 +1,4 @@
-// dequant.cpp: scalar dequantization of f32/f16/bf16/q8_0/q4_0 rows.
+// dequant.cpp: scalar dequantization of f32/f16/bf16/q8_0/q4_0/q4_K/q5_K/q6_K rows.
 #include "kernels/dequant.h"
 
 #include <cstring>
@@ -13,6 +13,44 @@ inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return v;
+}
+
+// One Q4_K (qh == nullptr) or Q5_K super-block: 256 values.
+void dequant_k4_k5(uint16_t d16, uint16_t dmin16, const uint8_t* scales, const uint8_t* qh,
+                   const uint8_t* qs, float* out) {
+  const float d = f16_to_f32(d16), dmin = f16_to_f32(dmin16);
+  for (int c = 0; c < 4; ++c) {  // pairs of 32-value sub-blocks
+    uint8_t sc0, m0, sc1, m1;
+    kquant_scale_min(2 * c, scales, &sc0, &m0);
+    kquant_scale_min(2 * c + 1, scales, &sc1, &m1);
+    const float d0 = d * sc0, mm0 = dmin * m0, d1 = d * sc1, mm1 = dmin * m1;
+    const uint8_t* q = qs + 32 * c;
+    for (int l = 0; l < 32; ++l) {
+      int lo = q[l] & 0xF, hi = q[l] >> 4;
+      if (qh) {
+        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+      }
+      out[64 * c + l] = d0 * static_cast<float>(lo) - mm0;
+      out[64 * c + 32 + l] = d1 * static_cast<float>(hi) - mm1;
+    }
+  }
+}
+
+void dequant_q6_k(const BlockQ6_K& b, float* out) {
+  const float d = f16_to_f32(b.d);
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* ql = b.ql + 64 * h;
+    const uint8_t* qh = b.qh + 32 * h;
+    for (int l = 0; l < 32; ++l) {
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t low = ql[l + 32 * (j & 1)];
+        const int q = ((j < 2 ? low & 0xF : low >> 4) | (((qh[l] >> (2 * j)) & 3) << 4)) - 32;
+        const int i = 128 * h + 32 * j + l;
+        out[i] = d * static_cast<float>(b.scales[i / 16]) * static_cast<float>(q);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -48,6 +86,29 @@ void dequantize_row(DType t, const uint8_t* src, float* dst, int64_t n) {
         for (size_t i = 0; i < kQK4_0 / 2; ++i) {
           out[i] = static_cast<float>((qs[i] & 0x0f) - 8) * d;
           out[i + kQK4_0 / 2] = static_cast<float>((qs[i] >> 4) - 8) * d;
+        }
+      }
+      return;
+    }
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K: {
+      const int64_t nb = n / static_cast<int64_t>(kQK_K);
+      const size_t bb = dtype_info(t).block_bytes;
+      for (int64_t b = 0; b < nb; ++b) {
+        float* out = dst + b * kQK_K;
+        if (t == DType::Q4_K) {
+          BlockQ4_K k;
+          std::memcpy(&k, src + b * bb, sizeof k);
+          dequant_k4_k5(k.d, k.dmin, k.scales, nullptr, k.qs, out);
+        } else if (t == DType::Q5_K) {
+          BlockQ5_K k;
+          std::memcpy(&k, src + b * bb, sizeof k);
+          dequant_k4_k5(k.d, k.dmin, k.scales, k.qh, k.qs, out);
+        } else {
+          BlockQ6_K k;
+          std::memcpy(&k, src + b * bb, sizeof k);
+          dequant_q6_k(k, out);
         }
       }
       return;

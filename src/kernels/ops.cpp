@@ -7,8 +7,19 @@
 
 #include "core/error.h"
 #include "kernels/dequant.h"
+#include "kernels/gemm_int8.h"
+#include "kernels/simd.h"
 
 namespace smoe {
+
+namespace {
+// Below this many tokens matmul uses the fused dot products, from it the packed tiles.
+constexpr int64_t kGemmMinTokens = 4;
+// Weight rows per gemm_panel call (one task of the thread pool).
+constexpr int64_t kPanelRows = 48;
+// Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
+bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
+}  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
                  int64_t ldy, int64_t T) {
@@ -33,12 +44,86 @@ void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float*
   }
 }
 
-void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t N = w.numel() / w.shape.back(), D = w.shape.back();
   // Chunks of at least ~64K multiply-adds, so small products stay on one thread.
   const int64_t grain = std::max<int64_t>(16, 65536 / std::max<int64_t>(1, D * T));
   parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
     matmul_rows(w, begin, end - begin, x, y, N, T);
+  });
+}
+
+void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+  const int64_t D = w.shape.back(), N = w.numel() / D;
+  const size_t rb = row_bytes(w.dtype, D);
+  if (T < kGemmMinTokens) {
+    // Decode: fused dot products, weights streamed once per token.
+    const bool k_quant = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+    thread_local std::vector<float> xsum;  // [T, D/32], grow-only
+    if (k_quant) {
+      if (xsum.size() < static_cast<size_t>(T * D / 32)) xsum.resize(static_cast<size_t>(T * D / 32));
+      for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
+    }
+    const float* xs = k_quant ? xsum.data() : nullptr;
+    if (use_int8_activations(w.dtype)) {
+      // q8_0/q4_0: each token's activations quantized to int8 once, integer block dots.
+      thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
+      if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
+      const std::vector<Int8Vector>& xq = xq_buf;  // the caller's (see below)
+      for (int64_t t = 0; t < T; ++t) quantize_vector(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
+      const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+      parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+        for (int64_t t = 0; t < T; ++t)
+          dot_rows_int8(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin,
+                        xq[static_cast<size_t>(t)], y + t * N + begin);
+      });
+      return;
+    }
+    const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+    parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t t = 0; t < T; ++t)
+        dot_rows(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, x + t * D,
+                 xs ? xs + t * D / 32 : nullptr, D, y + t * N + begin);
+    });
+    return;
+  }
+  if (use_int8_activations(w.dtype)) {
+    // Batch, q8_0/q4_0: activations quantized to int8 once, integer block dot products.
+    thread_local Int8Activations xa_buf;  // grow-only
+    const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+    quantize_activations(x, T, D, xa_buf);
+    // Panels of about 256 KB of int8 weights (a multiple of the kernel's 6 rows), so that a
+    // panel and a block of activations stay in L2 while every token block passes over it.
+    const int64_t prows = std::clamp<int64_t>((256 * 1024 / D) / 6 * 6, 6, kPanelRows);
+    const int64_t panels = (N + prows - 1) / prows;
+    parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r0 = i * prows;
+        gemm_int8_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(prows, N - r0),
+                        xa, y + r0, N);
+      }
+    });
+    return;
+  }
+  // Batch: x transposed once ([D][Tpad], zero padded), then panels of rows converted once
+  // and reused across all T tokens.
+  const int64_t half = gemm_token_block() / 2;
+  const int64_t Tpad = (T + half - 1) / half * half;
+  thread_local std::vector<float> xT;  // grow-only
+  if (xT.size() < static_cast<size_t>(D * Tpad)) xT.resize(static_cast<size_t>(D * Tpad));
+  for (int64_t k = 0; k < D; ++k) {
+    float* col = &xT[static_cast<size_t>(k * Tpad)];
+    for (int64_t t = 0; t < T; ++t) col[t] = x[t * D + k];
+    for (int64_t t = T; t < Tpad; ++t) col[t] = 0.f;
+  }
+  const float* xt = xT.data();
+  const int64_t panels = (N + kPanelRows - 1) / kPanelRows;
+  parallel_for(pool, panels, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t r0 = i * kPanelRows;
+      gemm_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(kPanelRows, N - r0), xt,
+                 Tpad, T, D, y + r0, N);
+    }
   });
 }
 

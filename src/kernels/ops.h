@@ -9,9 +9,13 @@
 
 namespace smoe {
 
-// y[T, N] = x[T, D] · W[N, D]^T. Each weight row is converted once and reused for all T.
-// Rows are split across `pool`'s threads when given.
+// y[T, N] = x[T, D] · W[N, D]^T with the SIMD kernels (simd.h): fused per-type dot products
+// for few tokens (decode), packed tiles reused across the tokens for more. Rows are split
+// across `pool`'s threads when given; each row's result does not depend on the split.
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
+// The scalar reference of matmul (same contract): each weight row is converted to float32
+// once and reused for all T.
+void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
 // Rows [row0, row0 + n_rows) of the product only, written to y[t * ldy + row] (ldy >= rows).
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
                  int64_t ldy, int64_t T);

@@ -12,6 +12,8 @@
 #include "core/out_file.h"
 #include "formats/gguf_writer.h"
 #include "formats/safetensors_writer.h"
+#include "kernels/dequant.h"
+#include "kernels/quantize.h"
 #include "tokenizer/spm_vocab.h"
 
 namespace smoe {
@@ -39,6 +41,12 @@ uint32_t llama_file_type(DType t) {
       return 7;  // MOSTLY_Q8_0
     case DType::BF16:
       return 32;  // MOSTLY_BF16
+    case DType::Q4_K:
+      return 15;  // MOSTLY_Q4_K_M
+    case DType::Q5_K:
+      return 17;  // MOSTLY_Q5_K_M
+    case DType::Q6_K:
+      return 18;  // MOSTLY_Q6_K
   }
   fail("internal: no llama file type for ", dtype_name(t));
 }
@@ -59,7 +67,7 @@ void check_model(const Model& m, const std::string& where) {
     const LayerWeights& lw = m.layers[l];
     SMOE_CHECK(static_cast<int64_t>(lw.experts.size()) == c.n_experts, where, ": layer ", l,
                " has ", lw.experts.size(), " experts but the config says ", c.n_experts);
-    SMOE_CHECK(!c.has_router || lw.router.data, where, ": layer ", l, " has no router weights");
+    SMOE_CHECK(!c.has_router || lw.router.data || !lw.router.shape.empty(), where, ": layer ", l, " has no router weights");
   }
 }
 
@@ -86,7 +94,7 @@ void add_gguf_metadata(const Model& m, GGUFWriter& w, const GGUFSaveOptions& o,
   w.set_string("general.architecture", "llama");
   w.set_string("general.type", "model");
   w.set_string("general.name", o.name.empty() ? std::string("smoe model") : o.name);
-  w.set_u32("general.file_type", llama_file_type(main_dtype(m)));
+  w.set_u32("general.file_type", llama_file_type(o.file_type ? *o.file_type : main_dtype(m)));
   w.set_u32("general.quantization_version", 2);
   w.set_u32("llama.vocab_size", u32(c.vocab_size, "vocab_size"));
   w.set_u32("llama.context_length", u32(c.max_seq_len, "max_seq_len"));
@@ -111,14 +119,57 @@ void add_gguf_metadata(const Model& m, GGUFWriter& w, const GGUFSaveOptions& o,
   w.set_u32("tokenizer.ggml.eos_token_id", u32(c.eos_id, "eos_id"));
 }
 
-void add_view(GGUFWriter& w, const std::string& name, const TensorView& t) {
+// Writes `parts` (one tensor, or the experts of a stacked one, all of one shape) as one
+// tensor of type `target` [parts.size(), rows, cols] (or the part's shape for one part),
+// converting rows through float32 in parallel.
+void add_converted(GGUFWriter& w, const std::string& name, std::vector<const TensorView*> parts,
+                   DType target, const GGUFSaveOptions& o) {
+  const TensorView& first = *parts[0];
+  const int64_t cols = first.shape.back(), rows = first.numel() / cols;
+  const size_t out_rb = row_bytes(target, cols);
+  std::vector<int64_t> shape = first.shape;
+  if (parts.size() > 1) shape.insert(shape.begin(), static_cast<int64_t>(parts.size()));
+  w.add_tensor(name, target, shape, [parts, target, cols, rows, out_rb, &o](uint8_t* dst, size_t) {
+    for (size_t p = 0; p < parts.size(); ++p) {
+      const TensorView& t = *parts[p];
+      uint8_t* out = dst + p * static_cast<size_t>(rows) * out_rb;
+      const size_t in_rb = o.source_rows ? 0 : row_bytes(t.dtype, cols);
+      parallel_for(o.pool, rows, 16, [&](int64_t r0, int64_t r1) {
+        thread_local std::vector<float> buf;
+        buf.resize(static_cast<size_t>(cols));
+        for (int64_t r = r0; r < r1; ++r) {
+          if (o.source_rows) o.source_rows(t, r, 1, buf.data());
+          else dequantize_row(t.dtype, t.data + static_cast<size_t>(r) * in_rb, buf.data(), cols);
+          quantize_row(target, buf.data(), out + static_cast<size_t>(r) * out_rb, cols);
+        }
+      });
+    }
+  });
+}
+
+bool converting(const GGUFSaveOptions& o) { return o.target_type || o.source_rows; }
+
+void add_view(GGUFWriter& w, const std::string& name, const TensorView& t,
+              const GGUFSaveOptions& o) {
+  if (converting(o)) {
+    const DType target = o.target_type ? o.target_type(name, t) : t.dtype;
+    if (target != t.dtype || o.source_rows) return add_converted(w, name, {&t}, target, o);
+  }
   w.add_tensor(name, t.dtype, t.shape, t.data, t.nbytes);
 }
 
 // One of a layer's three expert matrices, stacked over the experts: [E, rows, cols].
 void add_stacked(GGUFWriter& w, const std::string& name, const LayerWeights& lw,
-                 TensorView ExpertWeights::*which) {
+                 TensorView ExpertWeights::*which, const GGUFSaveOptions& o) {
   const TensorView& first = lw.experts[0].*which;
+  if (converting(o)) {
+    const DType target = o.target_type ? o.target_type(name, first) : first.dtype;
+    if (target != first.dtype || o.source_rows) {
+      std::vector<const TensorView*> parts;
+      for (const ExpertWeights& e : lw.experts) parts.push_back(&(e.*which));
+      return add_converted(w, name, std::move(parts), target, o);
+    }
+  }
   Chunks chunks;
   for (size_t e = 0; e < lw.experts.size(); ++e) {
     const TensorView& t = lw.experts[e].*which;
@@ -140,36 +191,36 @@ void save_gguf(const Model& m, const std::string& path, const GGUFSaveOptions& o
   const ModelConfig& c = m.config;
   GGUFWriter w;
   add_gguf_metadata(m, w, o, path);
-  add_view(w, "token_embd.weight", m.tok_embd);                   // [V, D]
-  add_view(w, "output_norm.weight", m.out_norm);                  // [D]
-  if (!c.tie_embeddings) add_view(w, "output.weight", m.output);  // [V, D]
+  add_view(w, "token_embd.weight", m.tok_embd, o);                   // [V, D]
+  add_view(w, "output_norm.weight", m.out_norm, o);                  // [D]
+  if (!c.tie_embeddings) add_view(w, "output.weight", m.output, o);  // [V, D]
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = m.layers[static_cast<size_t>(l)];
     const std::string b = cat("blk.", l, ".");
-    add_view(w, b + "attn_norm.weight", lw.attn_norm);
-    add_view(w, b + "attn_q.weight", lw.wq);       // [H*hd, D], interleaved RoPE order
-    add_view(w, b + "attn_k.weight", lw.wk);       // [KV*hd, D]
-    add_view(w, b + "attn_v.weight", lw.wv);       // [KV*hd, D]
-    add_view(w, b + "attn_output.weight", lw.wo);  // [D, H*hd]
-    add_view(w, b + "ffn_norm.weight", lw.ffn_norm);
+    add_view(w, b + "attn_norm.weight", lw.attn_norm, o);
+    add_view(w, b + "attn_q.weight", lw.wq, o);       // [H*hd, D], interleaved RoPE order
+    add_view(w, b + "attn_k.weight", lw.wk, o);       // [KV*hd, D]
+    add_view(w, b + "attn_v.weight", lw.wv, o);       // [KV*hd, D]
+    add_view(w, b + "attn_output.weight", lw.wo, o);  // [D, H*hd]
+    add_view(w, b + "ffn_norm.weight", lw.ffn_norm, o);
     if (!c.has_router) {
       const ExpertWeights& e = lw.experts[0];
-      add_view(w, b + "ffn_gate.weight", e.w1);  // [F, D]
-      add_view(w, b + "ffn_down.weight", e.w2);  // [D, F]
-      add_view(w, b + "ffn_up.weight", e.w3);    // [F, D]
+      add_view(w, b + "ffn_gate.weight", e.w1, o);  // [F, D]
+      add_view(w, b + "ffn_down.weight", e.w2, o);  // [D, F]
+      add_view(w, b + "ffn_up.weight", e.w3, o);    // [F, D]
       continue;
     }
-    add_view(w, b + "ffn_gate_inp.weight", lw.router);  // [E, D]
+    add_view(w, b + "ffn_gate_inp.weight", lw.router, o);  // [E, D]
     if (o.per_expert_tensors) {
       for (size_t e = 0; e < lw.experts.size(); ++e) {
-        add_view(w, cat(b, "ffn_gate.", e, ".weight"), lw.experts[e].w1);
-        add_view(w, cat(b, "ffn_down.", e, ".weight"), lw.experts[e].w2);
-        add_view(w, cat(b, "ffn_up.", e, ".weight"), lw.experts[e].w3);
+        add_view(w, cat(b, "ffn_gate.", e, ".weight"), lw.experts[e].w1, o);
+        add_view(w, cat(b, "ffn_down.", e, ".weight"), lw.experts[e].w2, o);
+        add_view(w, cat(b, "ffn_up.", e, ".weight"), lw.experts[e].w3, o);
       }
     } else {
-      add_stacked(w, b + "ffn_gate_exps.weight", lw, &ExpertWeights::w1);  // [E, F, D]
-      add_stacked(w, b + "ffn_down_exps.weight", lw, &ExpertWeights::w2);  // [E, D, F]
-      add_stacked(w, b + "ffn_up_exps.weight", lw, &ExpertWeights::w3);    // [E, F, D]
+      add_stacked(w, b + "ffn_gate_exps.weight", lw, &ExpertWeights::w1, o);  // [E, F, D]
+      add_stacked(w, b + "ffn_down_exps.weight", lw, &ExpertWeights::w2, o);  // [E, D, F]
+      add_stacked(w, b + "ffn_up_exps.weight", lw, &ExpertWeights::w3, o);    // [E, F, D]
     }
   }
   w.write(path);

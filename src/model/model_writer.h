@@ -1,8 +1,13 @@
 // model_writer.h: saves a Model (loaded from any format, or synthetic) as a GGUF file in
 // llama.cpp's layout or as a Hugging Face folder (config.json + model.safetensors).
-// Weights are written in their stored dtype; nothing is converted.
+// Weights are written in their stored dtype unless GGUFSaveOptions asks for a conversion
+// (quantization), done row by row while the file is written.
 #pragma once
+#include <functional>
+#include <optional>
 #include <string>
+
+#include "core/thread_pool.h"
 
 #include "model/model.h"
 
@@ -17,6 +22,15 @@ struct GGUFSaveOptions {
   std::string name;
   // Writes the tokenizer's vocabulary (tokenizer.ggml.*) when the model has a tokenizer.
   bool embed_vocab = true;
+  // When set, each tensor is written as target_type(gguf name, view): rows are converted
+  // to float32 and quantized to that type, in parallel on `pool`, one tensor at a time.
+  std::function<DType(const std::string& name, const TensorView& t)> target_type;
+  // When set, a tensor's float32 rows come from here instead of its data (which may then
+  // be null): rows [row0, row0 + n) of t into out[n, cols]. E.g. weights generated on the fly.
+  std::function<void(const TensorView& t, int64_t row0, int64_t n, float* out)> source_rows;
+  ThreadPool* pool = nullptr;
+  // general.file_type is taken from this type when set (else from the first expert).
+  std::optional<DType> file_type;
 };
 
 // Writes `model` to `path` as GGUF v3: architecture "llama", llama.* hyperparameters

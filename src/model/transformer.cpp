@@ -9,7 +9,9 @@
 #include <numeric>
 
 #include "core/error.h"
+#include "kernels/attention.h"
 #include "kernels/ops.h"
+#include "kernels/simd.h"
 
 namespace smoe {
 
@@ -149,34 +151,18 @@ void Transformer::attention(int64_t layer, int64_t T) {
   }
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  // One task per (token, head); each thread keeps its own score row [C].
-  const int64_t grain = std::max<int64_t>(1, 32768 / ((max_pos + 1) * hd));
-  parallel_for(pool, T * c.n_heads, grain, [&](int64_t begin, int64_t end) {
+  // One task per (token, kv head): its `group` query heads share every key and value row
+  // read, with an online softmax over blocks of keys (no score row of the context length).
+  const int64_t grain = std::max<int64_t>(1, 32768 / ((max_pos + 1) * hd * group));
+  parallel_for(pool, T * c.n_kv_heads, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / c.n_heads, h = task % c.n_heads;
+      const int64_t t = task / c.n_kv_heads, kvh = task % c.n_kv_heads;
       const int64_t pos = tok_pos_[t];
-      const float* kc = tok_cache_[t]->k(layer);
-      const float* vc = tok_cache_[t]->v(layer);
       const int64_t start = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      const float* q = &q_[t * qd + h * hd];
-      const int64_t kvh = h / group;
-      thread_local std::vector<float> scores;
-      if (static_cast<int64_t>(scores.size()) <= pos) scores.resize(static_cast<size_t>(pos + 1));
-      float* s = scores.data();
-      for (int64_t j = start; j <= pos; ++j) {
-        const float* k = kc + j * kvd + kvh * hd;
-        float dot = 0.f;
-        for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
-        s[j - start] = dot * scale;
-      }
-      softmax(s, pos - start + 1);
-      float* out = &att_[t * qd + h * hd];
-      std::fill_n(out, hd, 0.f);
-      for (int64_t j = start; j <= pos; ++j) {
-        const float* v = vc + j * kvd + kvh * hd;
-        const float p = s[j - start];
-        for (int64_t i = 0; i < hd; ++i) out[i] += p * v[i];
-      }
+      const float* kc = tok_cache_[t]->k(layer) + start * kvd + kvh * hd;  // [n, hd] rows, stride kvd
+      const float* vc = tok_cache_[t]->v(layer) + start * kvd + kvh * hd;
+      attention_heads(&q_[t * qd + kvh * group * hd], hd, group, kc, vc, kvd, pos - start + 1, hd,
+                      scale, &att_[t * qd + kvh * group * hd], hd);
     }
   });
   matmul(w.wo, att_.data(), tmp_.data(), T, pool);  // [T, D]

@@ -1,0 +1,56 @@
+// gemm_int8.h: batched matmul for q8_0/q4_0 weights with int8 activations: each token's
+// activations are quantized per 32-value block (as q8_0: scale amax/127, round to nearest),
+// and blocks are multiplied in integers (AVX-512 VNNI vpdpbusd where the CPU has it; a
+// scalar reference with the same arithmetic otherwise and in tests).
+// Legend: T tokens, Tpad tokens padded to a multiple of 16, D row length, n rows.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace smoe {
+
+// x[T, D] quantized per 32-value block, transposed for the kernel:
+// q[D/32][8][Tpad][4]: the 4 values k = 32b + 4g .. 32b + 4g + 3 of token t, each + 128;
+// d[D/32][Tpad]: the block scales (0 for padding tokens).
+struct Int8Activations {
+  int64_t T = 0, Tpad = 0, D = 0;
+  std::vector<uint8_t> q;
+  std::vector<float> d;
+};
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out);
+
+// Whether this CPU runs the VNNI kernel, and whether `t` has an int8 path at all.
+bool int8_gemm_fast();
+bool int8_gemm_supports(DType t);
+
+// y[t * ldy + j] = sum over blocks b of d_w[j,b] * d_x[t,b] * (q_w[j,b] . q_x[t,b]) for
+// t < T, j < n: w points at the first of n rows (row_bytes(t, D) apart). Uses VNNI when
+// available, else the reference.
+void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                     int64_t ldy);
+// The scalar reference (same per-block integer sums; the float sum over blocks in the same
+// order, with fused multiply-adds, so results are equal bit for bit).
+void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                         int64_t ldy);
+
+// ---- decode (one token against many rows) ----
+// x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and lane_sums
+// [D/32][8]: the sums of each 4 consecutive q (one 32-bit lane of the kernel).
+struct Int8Vector {
+  int64_t D = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int32_t> lane_sums;
+};
+void quantize_vector(const float* x, int64_t D, Int8Vector& out);
+
+// y[r] = dot(row r of w, x) for q8_0/q4_0 rows with int8 activations: per block and
+// 4-value lane an exact integer sum, lane accumulators acc[l] = fma(isum, d_w * d_x, acc[l])
+// in block order, then ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). VNNI when available, else
+// the reference; both follow exactly this arithmetic (equal bit for bit).
+void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
+void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
+
+}  // namespace smoe

@@ -1,0 +1,17 @@
+// quantize.h: scalar reference conversion of float32 rows to any stored DType, producing
+// GGUF's exact block layouts (the inverse of dequant.h, up to rounding). The K-quant
+// scale search is simpler than llama.cpp's (one pass from each sub-block's range), so
+// files are valid GGUF but their error is somewhat larger; quantize_test reports it.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace smoe {
+
+// dst[row_bytes(t, n)] = src[0..n) converted to `t` (n a whole number of blocks).
+// dst may be unaligned.
+void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n);
+
+}  // namespace smoe

@@ -1,0 +1,245 @@
+// kernels_test.cpp: every SIMD kernel against its scalar reference, over many sizes and
+// misaligned pointers: fused dot products (all eight types), GEMM panels, SIMD
+// dequantization (bit-exact), the fast half conversion (all 65536 values), attention's
+// dot/axpy, the int8-activation GEMM and decode dots (bit-exact with their reference),
+// online-softmax attention, and matmul against matmul_ref through the thread pool.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/thread_pool.h"
+#include "kernels/attention.h"
+#include "kernels/dequant.h"
+#include "kernels/gemm_int8.h"
+#include "kernels/ops.h"
+#include "kernels/quantize.h"
+#include "kernels/simd.h"
+
+namespace smoe {
+namespace {
+
+const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
+                           DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
+
+// `rows` rows of D values of type t, stored at byte offset `misalign` of the returned buffer.
+std::vector<uint8_t> make_rows(DType t, int64_t rows, int64_t D, size_t misalign, uint64_t seed) {
+  const size_t rb = row_bytes(t, D);
+  std::vector<uint8_t> buf(misalign + rb * static_cast<size_t>(rows) + 1);
+  const std::vector<float> w = randn(static_cast<size_t>(rows * D), seed);
+  for (int64_t r = 0; r < rows; ++r) quantize_row(t, &w[static_cast<size_t>(r * D)], buf.data() + misalign + r * rb, D);
+  return buf;
+}
+
+double scalar_dot(DType t, const uint8_t* row, const float* x, int64_t D) {
+  std::vector<float> w(static_cast<size_t>(D));
+  dequantize_row(t, row, w.data(), D);
+  double s = 0;
+  for (int64_t i = 0; i < D; ++i) s += static_cast<double>(w[i]) * x[i];
+  return s;
+}
+
+TEST(Kernels, FastHalfConversionIsExactForEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float a = f16_to_f32(static_cast<uint16_t>(h)), b = f16_to_f32_fast(static_cast<uint16_t>(h));
+    if (std::isnan(a)) ASSERT_TRUE(std::isnan(b)) << h;
+    else ASSERT_EQ(std::memcmp(&a, &b, 4), 0) << "half 0x" << std::hex << h;
+  }
+}
+
+TEST(Kernels, DotRowsMatchScalarForAllTypesSizesAndAlignments) {
+  for (DType t : kAllTypes) {
+    const int64_t blk = static_cast<int64_t>(dtype_info(t).block_elems);
+    // Float types: every size 0..2N for N up to 64 lanes' worth; blocks: 0..8 blocks.
+    const int64_t max_blocks = blk == 1 ? 130 : (blk == 32 ? 9 : 4);
+    for (int64_t nblk = 0; nblk <= max_blocks; ++nblk) {
+      const int64_t D = nblk * blk;
+      if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && D % 32 != 0) continue;
+      for (size_t mis : {0, 1, 3}) {
+        const int64_t rows = 6;  // a 4-row group and two single rows
+        std::vector<uint8_t> w = make_rows(t, rows, D, mis, 7 + static_cast<uint64_t>(D));
+        std::vector<float> xbuf = randn(static_cast<size_t>(D + 1), 11);
+        const float* x = xbuf.data() + (mis ? 1 : 0);  // misaligned activations too
+        std::vector<float> xs(static_cast<size_t>(D / 32 + 1));
+        if (D % 32 == 0) sub_block_sums(x, D, xs.data());
+        std::vector<float> y(rows);
+        dot_rows(t, w.data() + mis, rows, x, xs.data(), D, y.data());
+        const size_t rb = row_bytes(t, D);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double ref = scalar_dot(t, w.data() + mis + r * rb, x, D);
+          ASSERT_NEAR(y[r], ref, 1e-4 * (1 + std::sqrt(static_cast<double>(D))))
+              << dtype_name(t) << " D=" << D << " misalign " << mis << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, SimdDequantizationIsBitExact) {
+  for (DType t : kAllTypes) {
+    const int64_t blk = static_cast<int64_t>(dtype_info(t).block_elems);
+    for (int64_t nblk = 0; nblk <= (blk == 1 ? 70 : 5); ++nblk) {
+      const int64_t D = nblk * blk;
+      for (size_t mis : {0, 1}) {
+        std::vector<uint8_t> w = make_rows(t, 1, D, mis, 3);
+        std::vector<float> a(static_cast<size_t>(D)), b(static_cast<size_t>(D));
+        dequantize_row(t, w.data() + mis, a.data(), D);
+        dequantize_row_simd(t, w.data() + mis, b.data(), D);
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << dtype_name(t) << " D=" << D;
+      }
+    }
+  }
+}
+
+TEST(Kernels, DotAndAxpyMatchScalar) {
+  for (int64_t n = 0; n <= 70; ++n) {
+    std::vector<float> a = randn(static_cast<size_t>(n + 1), 1), b = randn(static_cast<size_t>(n + 1), 2);
+    double ref = 0;
+    for (int64_t i = 0; i < n; ++i) ref += static_cast<double>(a[i + 1]) * b[i];
+    EXPECT_NEAR(dot_f32(a.data() + 1, b.data(), n), ref, 1e-5 * (1 + n));
+    std::vector<float> out = b, expect = b;
+    axpy(0.5f, a.data() + 1, out.data(), n);
+    for (int64_t i = 0; i < n; ++i) expect[i] += 0.5f * a[i + 1];
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(out[i], expect[i], 1e-6) << n;
+  }
+}
+
+TEST(Kernels, GemmPanelMatchesScalar) {
+  const int64_t half = gemm_token_block() / 2;
+  for (DType t : kAllTypes) {
+    const int64_t D = 512;
+    for (int64_t n : {1, 7, 24, 25, 48}) {
+      for (int64_t T : {1, 5, 16, 33, 70}) {
+        std::vector<uint8_t> w = make_rows(t, n, D, 1, 5);
+        const std::vector<float> x = randn(static_cast<size_t>(T * D), 9);
+        const int64_t Tpad = (T + half - 1) / half * half;
+        std::vector<float> xT(static_cast<size_t>(D * Tpad), 0.f);
+        for (int64_t k = 0; k < D; ++k)
+          for (int64_t tt = 0; tt < T; ++tt) xT[static_cast<size_t>(k * Tpad + tt)] = x[static_cast<size_t>(tt * D + k)];
+        std::vector<float> y(static_cast<size_t>(T * n), -1.f);
+        gemm_panel(t, w.data() + 1, n, xT.data(), Tpad, T, D, y.data(), n);
+        const size_t rb = row_bytes(t, D);
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t tt = 0; tt < T; ++tt)
+            ASSERT_NEAR(y[static_cast<size_t>(tt * n + j)], scalar_dot(t, w.data() + 1 + j * rb, &x[static_cast<size_t>(tt * D)], D), 2e-3)
+                << dtype_name(t) << " n=" << n << " T=" << T;
+      }
+    }
+  }
+}
+
+TEST(Kernels, Int8GemmMatchesItsReferenceAndTheFloatProduct) {
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t D : {32, 96, 512}) {
+      for (int64_t n : {1, 5, 48}) {
+        for (int64_t T : {1, 15, 16, 17, 40}) {
+          std::vector<uint8_t> w = make_rows(t, n, D, 3, 21);
+          const std::vector<float> x = randn(static_cast<size_t>(T * D), 4);
+          Int8Activations xa;
+          quantize_activations(x.data(), T, D, xa);
+          std::vector<float> y(static_cast<size_t>(T * n)), yr(y.size());
+          gemm_int8_panel(t, w.data() + 3, n, xa, y.data(), n);
+          gemm_int8_panel_ref(t, w.data() + 3, n, xa, yr.data(), n);
+          ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << dtype_name(t) << " D=" << D;
+          const size_t rb = row_bytes(t, D);
+          for (int64_t j = 0; j < n; ++j)
+            for (int64_t tt = 0; tt < T; ++tt) {
+              const double ref = scalar_dot(t, w.data() + 3 + j * rb, &x[static_cast<size_t>(tt * D)], D);
+              // int8 activations: relative error about 1/127 per block.
+              ASSERT_NEAR(y[static_cast<size_t>(tt * n + j)], ref, 0.05 * std::sqrt(static_cast<double>(D)) + 0.01 * std::fabs(ref));
+            }
+        }
+      }
+    }
+  }
+}
+
+TEST(Kernels, MatmulMatchesReferenceOnThreads) {
+  ThreadPool pool(3);
+  for (DType t : kAllTypes) {
+    for (int64_t T : {1, 2, 3, 4, 9, 40}) {
+      const int64_t N = 70, D = 256;
+      std::vector<uint8_t> buf = make_rows(t, N, D, 0, 13);
+      TensorView w;
+      w.name = "w";
+      w.dtype = t;
+      w.shape = {N, D};
+      w.data = buf.data();
+      w.nbytes = row_bytes(t, D) * N;
+      const std::vector<float> x = randn(static_cast<size_t>(T * D), 17);
+      std::vector<float> y(static_cast<size_t>(T * N)), y1(y.size()), yr(y.size());
+      matmul(w, x.data(), y.data(), T, &pool);
+      matmul(w, x.data(), y1.data(), T, nullptr);
+      matmul_ref(w, x.data(), yr.data(), T, nullptr);
+      // The split across threads never changes a row's result.
+      ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << dtype_name(t) << " T=" << T;
+      const bool int8 = int8_gemm_supports(t) && int8_gemm_fast();
+      for (size_t i = 0; i < y.size(); ++i)
+        ASSERT_NEAR(y[i], yr[i], int8 ? 0.5 : 2e-3) << dtype_name(t) << " T=" << T << " i=" << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace smoe
+
+namespace smoe {
+namespace {
+
+TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
+  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+    for (int64_t D = 0; D <= 32 * 9; D += 32) {
+      for (size_t mis : {0, 1}) {
+        const int64_t rows = 5;
+        std::vector<uint8_t> w = make_rows(t, rows, D, mis, 31 + static_cast<uint64_t>(D));
+        const std::vector<float> x = randn(static_cast<size_t>(D), 8);
+        Int8Vector xq;
+        quantize_vector(x.data(), D, xq);
+        std::vector<float> y(rows), yr(rows);
+        dot_rows_int8(t, w.data() + mis, rows, xq, y.data());
+        dot_rows_int8_ref(t, w.data() + mis, rows, xq, yr.data());
+        ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << dtype_name(t) << " D=" << D;
+        const size_t rb = row_bytes(t, D);
+        for (int64_t r = 0; r < rows; ++r)
+          ASSERT_NEAR(y[r], scalar_dot(t, w.data() + mis + r * rb, x.data(), D), 0.05 * std::sqrt(static_cast<double>(D)) + 1e-6);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace smoe
+
+namespace smoe {
+namespace {
+
+TEST(Kernels, OnlineSoftmaxAttentionMatchesReference) {
+  for (int64_t G : {1, 4}) {
+    for (int64_t hd : {8, 16, 128}) {
+      for (int64_t n : {1, 2, 63, 64, 65, 200}) {
+        const int64_t kv_stride = hd * 3;  // other kv heads interleaved, as in the cache
+        const std::vector<float> q = randn(static_cast<size_t>(G * hd), 1, 2.f);
+        const std::vector<float> k = randn(static_cast<size_t>(n * kv_stride), 2);
+        const std::vector<float> v = randn(static_cast<size_t>(n * kv_stride), 3);
+        std::vector<float> a(static_cast<size_t>(G * hd)), b(a.size());
+        const float scale = 1.f / std::sqrt(static_cast<float>(hd));
+        attention_heads(q.data(), hd, G, k.data(), v.data(), kv_stride, n, hd, scale, a.data(), hd);
+        attention_heads_ref(q.data(), hd, G, k.data(), v.data(), kv_stride, n, hd, scale, b.data(), hd);
+        for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-5) << "G=" << G << " hd=" << hd << " n=" << n;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace smoe
