@@ -4,6 +4,7 @@
 // and export to GGUF that `smoe run` loads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -266,6 +267,32 @@ TEST(TrainRun, ExportedGGUFLoadsAndMatchesTrainingForward) {
   double hf_diff = 0;
   for (int64_t i = 0; i < T * V; ++i) hf_diff = std::max(hf_diff, static_cast<double>(std::abs(logits2[i] - logits[i])));
   EXPECT_LT(hf_diff, 1e-4);
+}
+
+TEST(TrainCli, StopResumeAndOutputs) {
+  const std::string dir = test::temp_dir("train_cli");
+  test::write_file(dir + "/toy.txt", toy_text());
+  const std::string common = " --dim 32 --layers 2 --heads 4 --kv-heads 2 --hidden 32 --experts 4 --experts-used 2"
+                             " --vocab 300 --ctx 16 --batch 4 --steps 4 --eval-every 2 --eval-windows 2 -t 2 -q";
+  test::CmdResult r = test::run_smoe("train --data " + dir + "/toy.txt --out " + dir + "/out" + common + " --stop-after 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("--resume"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out/model.gguf"));
+  r = test::run_smoe("train --out " + dir + "/out --resume -q");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("perplexity"), std::string::npos) << r.err;
+  for (const char* f : {"model.gguf", "tokenizer.model", "train_log.csv", "loss.svg", "expert_load.svg", "summary.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/out/" + f)) << f;
+  const std::string csv = test::read_file(dir + "/out/train_log.csv");
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5);  // header + 4 steps
+  EXPECT_NE(test::read_file(dir + "/out/loss.svg").find("<polyline"), std::string::npos);
+  // Errors: no data, bad split.
+  r = test::run_smoe("train --out " + dir + "/bad");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--data"), std::string::npos) << r.err;
+  r = test::run_smoe("train --data " + dir + "/toy.txt --out " + dir + "/bad --val-split 1.5");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--val-split"), std::string::npos) << r.err;
 }
 
 TEST(TrainData, ValidationSplitIsTheTailOfTinyShakespeare) {
