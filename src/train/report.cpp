@@ -157,6 +157,11 @@ void write_expert_load_svg(const std::vector<StepRecord>& history, int64_t n_lay
       << "' stroke='#000' stroke-dasharray='4 3'/>\n";
     for (int64_t e = 0; e < n_experts; ++e) polyline(s, p, xs, ys[e], kColors[e % 12]);
   }
+  // Legend: one colour per expert; the dashed line is the even share 1/E.
+  s << "<text x='70' y='16' font-size='11'>mean of 20 steps; dashed: even share 1/" << n_experts << ";";
+  for (int64_t e = 0; e < n_experts; ++e)
+    s << " <tspan fill='" << kColors[e % 12] << "'>expert " << e << "</tspan>";
+  s << "</text>\n";
   save(path, s.str(), 70 + static_cast<double>(cols) * (pw + 80), 40 + static_cast<double>(rows) * (ph + 70));
 }
 
