@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   smoe::register_mc(app);
   smoe::register_quantize(app);
   smoe::register_synth(app);
+  smoe::register_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
