@@ -16,6 +16,7 @@ void register_logits(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_info(CLI::App& app);
 void register_bench(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // The model used when -m is not given: $SMOE_MODEL, else the build's default.
 std::string default_model_path();

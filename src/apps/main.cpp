@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   smoe::register_tokenize(app);
   smoe::register_info(app);
   smoe::register_bench(app);
+  smoe::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
