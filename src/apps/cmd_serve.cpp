@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
@@ -30,16 +31,18 @@ void serve(const ServeOptions& opts) {
   const int port = server.bind();
   std::fprintf(stderr, "smoe serve: listening on http://%s:%d\n", opts.host.c_str(), port);
   server.start();
-  std::thread signal_thread([&server, stop_signals] {
+  std::atomic<bool> stopping{false};
+  std::thread signal_thread([&server, &stopping, stop_signals] {
     int sig = 0;
     sigwait(&stop_signals, &sig);
-    if (sig == SIGINT || sig == SIGTERM)
+    if (!stopping)
       std::fprintf(stderr, "smoe serve: %s: finishing running requests, then stopping\n",
                    sig == SIGINT ? "SIGINT" : "SIGTERM");
     server.shutdown();
   });
-  // Wakes the signal thread if it is still waiting (the server stopped on its own).
+  // Wakes the signal thread if it still waits (the server stopped without a signal).
   auto stop_signal_thread = [&] {
+    stopping = true;
     pthread_kill(signal_thread.native_handle(), SIGTERM);
     signal_thread.join();
   };
