@@ -36,13 +36,19 @@ def percentile(values, p):
 
 
 def one_request(host, port, body, headers):
-    """Sends one streamed completion; returns (latency s, time to first token s, tokens)."""
+    """Sends one completion; returns (latency s, time to first token s, tokens). Without
+    streaming the time to first token is the latency."""
     conn = http.client.HTTPConnection(host, port, timeout=3600)
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body=json.dumps(body), headers=headers)
     resp = conn.getresponse()
     if resp.status != 200:
         raise RuntimeError(f"HTTP {resp.status}: {resp.read()[:300]!r}")
+    if not body.get("stream"):
+        usage = json.loads(resp.read())["usage"]
+        latency = time.perf_counter() - t0
+        conn.close()
+        return latency, latency, usage["completion_tokens"]
     ttft, tokens = None, None
     while True:
         line = resp.readline()
@@ -73,8 +79,9 @@ def run_level(host, port, n_clients, args, headers):
     def client(i):
         for r in range(args.requests):
             body = {"prompt": args.prompt_tokens_list or PROMPTS[(i + r) % len(PROMPTS)],
-                    "max_tokens": args.tokens, "temperature": 0, "ignore_eos": True, "stream": True,
-                    "stream_options": {"include_usage": True}}
+                    "max_tokens": args.tokens, "temperature": 0, "ignore_eos": True}
+            if not args.no_stream:
+                body.update({"stream": True, "stream_options": {"include_usage": True}})
             if args.model_name:
                 body["model"] = args.model_name
             try:
@@ -152,6 +159,7 @@ def main():
     ap.add_argument("--clients", default="1,4,16", help="concurrency levels")
     ap.add_argument("--tokens", type=int, default=32, help="tokens generated per request")
     ap.add_argument("--requests", type=int, default=2, help="requests per client at each level")
+    ap.add_argument("--no-stream", action="store_true", help="plain JSON answers instead of server-sent events")
     ap.add_argument("--prompt-tokens", help="prompt as token ids 1,2,3 (models without a tokenizer)")
     ap.add_argument("--api-key", help="Bearer key for the server")
     ap.add_argument("--model-name", help="`model` field to send")

@@ -367,8 +367,9 @@ void ApiServer::Impl::respond(const std::shared_ptr<Call>& call, int fd, httplib
   send_json(res, 200, api::completion_response(call->req, call->meta, model->tokenizer.get(), call->choices));
 }
 
-// Streamed: server-sent events, one `data: {...}` chunk per token as it is generated, a
-// last chunk per choice with its finish_reason, the usage when asked, then `data: [DONE]`.
+// Streamed: server-sent events, one `data: {...}` chunk per generated token (its text may be
+// empty: part of a character, or held back as the start of a stop string), a last chunk per
+// choice with its finish_reason and any held-back text, the usage when asked, `data: [DONE]`.
 void ApiServer::Impl::stream(const std::shared_ptr<Call>& call, int fd, std::shared_ptr<void> active,
                              httplib::Response& res) {
   struct State {
@@ -402,7 +403,6 @@ void ApiServer::Impl::stream(const std::shared_ptr<Call>& call, int fd, std::sha
       if (e.kind == Call::Event::Prompt) {
         if (r.echo) emit(api::echo_chunk(r, call->meta, tok, e.index, c.prompt_logprobs));
       } else if (e.kind == Call::Event::Token) {
-        if (e.token.text.empty() && !r.want_logprobs) continue;
         const std::span<const TokenOut> tokens(&e.token, 1);
         emit(chat ? api::chat_chunk(r, call->meta, tok, e.index, false, e.token.text, tokens, std::nullopt)
                   : api::completion_chunk(r, call->meta, tok, e.index, e.token.text, tokens, std::nullopt));

@@ -462,7 +462,7 @@ json chat_chunk(const ApiRequest& req, const ResponseMeta& meta, const Tokenizer
                 const std::string& text, std::span<const TokenOut> tokens, std::optional<FinishReason> finish) {
   json delta = json::object();
   if (first) delta["role"] = "assistant";
-  if (!text.empty() || (first && !finish)) delta["content"] = text;
+  if (!finish || !text.empty()) delta["content"] = text;  // the last chunk: only held-back text
   json choice = {{"index", index}, {"delta", delta}, {"finish_reason", finish ? json(finish_reason(*finish)) : json(nullptr)}};
   choice["logprobs"] = req.want_logprobs && !tokens.empty() ? chat_logprobs(tok, tokens) : json(nullptr);
   return {{"id", meta.id}, {"object", "chat.completion.chunk"}, {"created", meta.created}, {"model", meta.model},
