@@ -3,7 +3,8 @@
 # Safe to run repeatedly; needs root (or sudo) only when something is missing.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
-      libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev libhwy-dev)
+      libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev libhwy-dev
+      libcpp-httplib-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

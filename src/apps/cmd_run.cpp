@@ -1,5 +1,5 @@
 // cmd_run.cpp: `smoe run`: generate text from a prompt, streamed to stdout, or one JSON
-// object with --json.
+// object with --json. Runs one request through the Scheduler, like `smoe serve`.
 #include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -9,6 +9,7 @@
 #include "model/model.h"
 #include "model/transformer.h"
 #include "runtime/generate.h"
+#include "runtime/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace smoe {
@@ -17,6 +18,7 @@ namespace {
 
 struct RunArgs {
   std::string model, prompt, prompt_tokens;
+  std::vector<std::string> stop;
   int64_t n_predict = 128;
   int64_t n_ctx = 0;
   int threads = 0;
@@ -57,37 +59,42 @@ void run(const RunArgs& a) {
              " is out of range (expected 1..", c.max_seq_len, " for this model)");
   SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads, " is out of range (expected 1..1024; 0 = all cores)");
   ThreadPool pool(a.threads);
-  Session session(*model, n_ctx);
-  session.pool = &pool;
+  // One request on a one-slot scheduler: the same generation path as `smoe serve`.
+  SchedulerOptions so;
+  so.n_slots = 1;
+  so.n_ctx = n_ctx;
+  so.max_queue = 0;
+  so.max_prefill_tokens = std::max<int64_t>(1, static_cast<int64_t>(prompt.size()));  // one pass
+  Scheduler scheduler(*model, so, &pool);
 
   GenerateOptions opts;
   opts.max_tokens = a.n_predict;
   opts.sampling = a.sampling;
   opts.stop_at_eos = !a.ignore_eos;
-  std::unique_ptr<TextStreamer> streamer;
-  if (model->tokenizer) streamer = std::make_unique<TextStreamer>(*model->tokenizer);
-  auto on_token = [&](int32_t id) {
+  opts.stop = a.stop;
+  RequestCallbacks cb;
+  cb.on_token = [&](const TokenOut& t) {
     if (!a.json) {
-      if (streamer) {
-        if (id != c.eos_id) std::fputs(streamer->push(id).c_str(), stdout);
-      } else {
-        std::printf("%d ", id);
-      }
+      if (model->tokenizer) std::fputs(t.text.c_str(), stdout);
+      else std::printf("%d ", t.id);
       std::fflush(stdout);
     }
     return true;
   };
-  GenerateResult r = generate(session, prompt, opts, on_token);
+  RequestResult r;
+  cb.on_done = [&](const RequestResult& result) { r = result; };
+  scheduler.submit(prompt, opts, std::move(cb));
+  while (scheduler.step()) {
+  }
+  SMOE_CHECK(r.reason != FinishReason::Error, r.error);
+  const std::string stop_reason = finish_reason_name(r.reason);
 
   if (a.json) {
     nlohmann::json out;
     out["prompt_tokens"] = prompt;
     out["tokens"] = r.tokens;
-    std::vector<int32_t> text_ids;
-    for (int32_t id : r.tokens)
-      if (id != c.eos_id) text_ids.push_back(id);
-    out["text"] = model->tokenizer ? model->tokenizer->decode(text_ids) : "";
-    out["stop_reason"] = r.stop_reason;
+    out["text"] = r.text;
+    out["stop_reason"] = stop_reason;
     const double n_gen = static_cast<double>(r.tokens.size());
     out["timings"] = {
         {"load_ms", load_ms},
@@ -98,13 +105,13 @@ void run(const RunArgs& a) {
     };
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
-    if (streamer) std::fputs(streamer->flush().c_str(), stdout);
+    std::fputs(r.tail.c_str(), stdout);
     std::printf("\n");
     std::fprintf(stderr, "\nsmoe: %lld prompt tokens in %.1f ms (%.1f tok/s), %zu generated in %.1f ms (%.1f tok/s), stop: %s\n",
                  static_cast<long long>(r.n_prompt), r.prompt_ms,
                  r.prompt_ms > 0 ? 1000.0 * r.n_prompt / r.prompt_ms : 0.0, r.tokens.size(),
                  r.generate_ms, r.generate_ms > 0 ? 1000.0 * r.tokens.size() / r.generate_ms : 0.0,
-                 r.stop_reason.c_str());
+                 stop_reason.c_str());
   }
 }
 
@@ -124,6 +131,13 @@ void register_run(CLI::App& app) {
   cmd->add_option("--top-p", args->sampling.top_p, "nucleus sampling mass (1: off)")->capture_default_str();
   cmd->add_option("--min-p", args->sampling.min_p, "drop tokens below P x p(best) (0: off)")->capture_default_str();
   cmd->add_option("--seed", args->sampling.seed, "random seed")->capture_default_str();
+  cmd->add_option("--repeat-penalty", args->sampling.repetition_penalty,
+                  "divide logits of tokens already seen by R (1: off)")->capture_default_str();
+  cmd->add_option("--presence-penalty", args->sampling.presence_penalty,
+                  "subtract P from logits of generated tokens (0: off)")->capture_default_str();
+  cmd->add_option("--frequency-penalty", args->sampling.frequency_penalty,
+                  "subtract F per occurrence from logits of generated tokens (0: off)")->capture_default_str();
+  cmd->add_option("--stop", args->stop, "stop when the text contains STR (repeatable; not printed)");
   cmd->add_flag("--chat", args->chat, "wrap the prompt in the Mistral instruct template");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "keep generating after end-of-sequence");
   cmd->add_flag("--json", args->json, "print one JSON object at the end instead of streaming");

@@ -24,6 +24,7 @@ void register_mc(CLI::App& app);
 void register_quantize(CLI::App& app);
 void register_synth(CLI::App& app);
 void register_train(CLI::App& app);
+void register_serve(CLI::App& app);
 
 // The model used when -m is not given: $SMOE_MODEL, else the build's default.
 std::string default_model_path();

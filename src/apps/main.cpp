@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   smoe::register_quantize(app);
   smoe::register_synth(app);
   smoe::register_train(app);
+  smoe::register_serve(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
