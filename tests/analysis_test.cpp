@@ -74,6 +74,7 @@ struct ExpectedRouting {
   int64_t n_tokens = 0;
   std::vector<std::vector<double>> first, second, either;  // [L][E]
   std::vector<double> repeat_first, repeat_either;          // [L]
+  std::vector<double> independent_first, independent_either;  // [L] over all ordered token pairs
   std::vector<std::vector<int32_t>> first_choice;          // [L][T] of the first text's first window
 };
 
@@ -82,6 +83,7 @@ ExpectedRouting recompute_routing(const Model& m, const std::vector<std::vector<
   ExpectedRouting x;
   std::vector<std::vector<int64_t>> first(L, std::vector<int64_t>(E)), second = first, chosen = first;
   std::vector<int64_t> pairs(L), same_first(L), same_either(L);
+  std::vector<std::vector<std::vector<int32_t>>> all(L);  // [L][token] chosen experts, best first
   x.first_choice.resize(L);
   for (size_t ti = 0; ti < texts.size(); ++ti) {
     const std::vector<int32_t>& tokens = texts[ti];
@@ -101,6 +103,7 @@ ExpectedRouting recompute_routing(const Model& m, const std::vector<std::vector<
           if (K >= 2) ++second[l][ids[1]];
           for (int32_t id : ids) ++chosen[l][id];
           if (ti == 0 && b == 0) x.first_choice[l].push_back(ids[0]);
+          all[l].push_back(ids);
           if (!prev.empty()) {
             ++pairs[l];
             same_first[l] += prev[0] == ids[0];
@@ -127,6 +130,19 @@ ExpectedRouting recompute_routing(const Model& m, const std::vector<std::vector<
     x.either.push_back(c);
     x.repeat_first.push_back(static_cast<double>(same_first[l]) / pairs[l]);
     x.repeat_either.push_back(static_cast<double>(same_either[l]) / pairs[l]);
+    // Two tokens drawn independently from the text: every ordered pair, by brute force.
+    double eq = 0, meet = 0;
+    for (const auto& a : all[l])
+      for (const auto& c : all[l]) {
+        eq += a[0] == c[0];
+        bool m = false;
+        for (int32_t i : a)
+          for (int32_t k : c) m |= i == k;
+        meet += m;
+      }
+    const double n2 = static_cast<double>(all[l].size()) * static_cast<double>(all[l].size());
+    x.independent_first.push_back(eq / n2);
+    x.independent_either.push_back(meet / n2);
   }
   return x;
 }
@@ -149,6 +165,8 @@ void expect_domain(const json& dom, const ExpectedRouting& x, const std::string&
     expect_vectors_near(lay["either_share"], x.either[l], where + " either");
     EXPECT_NEAR(lay["repeat_first"].get<double>(), x.repeat_first[l], 1e-12) << where;
     EXPECT_NEAR(lay["repeat_either"].get<double>(), x.repeat_either[l], 1e-12) << where;
+    EXPECT_NEAR(lay["repeat_first_independent"].get<double>(), x.independent_first[l], 1e-12) << where;
+    EXPECT_NEAR(lay["repeat_either_independent"].get<double>(), x.independent_either[l], 1e-12) << where;
   }
 }
 
@@ -188,6 +206,10 @@ TEST(Routes, SharesAndRepetitionMatchRouterLogitsTop2) {
   std::snprintf(row, sizeof row, "| first.txt | %lld | %.1f%% | %.1f%% | %.1f%% | %.1f%% |",
                 static_cast<long long>(xa.n_tokens), 100 * xa.repeat_first[0], 100 * xa.repeat_first[1],
                 100 * xa.repeat_either[0], 100 * xa.repeat_either[1]);
+  EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
+  std::snprintf(row, sizeof row, "| first.txt | independent | %.1f%% | %.1f%% | %.1f%% | %.1f%% |",
+                100 * xa.independent_first[0], 100 * xa.independent_first[1], 100 * xa.independent_either[0],
+                100 * xa.independent_either[1]);
   EXPECT_NE(r.out.find(row), std::string::npos) << row << "\n" << r.out;
 
   // Charts and the coloured page: the page's layer-0 spans of the first text follow its
@@ -254,6 +276,7 @@ TEST(Routes, ThreeOfSixteenOnSyntheticModel) {
     expect_vectors_near(layers[l]["second_choice_share"], x.second[l], "second");
     EXPECT_NEAR(layers[l]["repeat_either"].get<double>(), x.repeat_either[l], 1e-12);
     EXPECT_NEAR(layers[l]["repeat_first"].get<double>(), x.repeat_first[l], 1e-12);
+    EXPECT_NEAR(layers[l]["repeat_either_independent"].get<double>(), x.independent_either[l], 1e-12);
   }
   EXPECT_EQ(stats.n_tokens(), 300);
   EXPECT_EQ(stats.layer(0).pairs, 300 - 3);  // three windows: no pair across their boundaries

@@ -77,7 +77,25 @@ std::string repetition_table(const RoutesReport& r, const std::vector<int64_t>& 
   for (size_t i = 0; i < layers.size(); ++i) os << " " << pct(random_repeat_first(r.n_experts)) << " |";
   if (two)
     for (size_t i = 0; i < layers.size(); ++i) os << " " << pct(random_repeat_either(r.n_experts, r.k)) << " |";
+  os << "\n\nThe same if consecutive tokens were routed independently, each like a random token of its domain "
+        "(uneven shares alone repeat more than uniform routing; locality is repetition above this):\n\n"
+        "| domain | |";
+  for (int64_t l : layers) os << " first choice, layer " << l << " |";
+  if (two)
+    for (int64_t l : layers) os << " " << either_name(r.k) << ", layer " << l << " |";
+  os << "\n|---|---|";
+  for (size_t i = 0; i < layers.size() * (two ? 2 : 1); ++i) os << "---:|";
   os << "\n";
+  for (const DomainRouting& d : r.domains) {
+    os << "| " << d.name << " | independent |";
+    for (int64_t l : layers) os << " " << pct(d.stats.repeat_first_independent(l)) << " |";
+    if (two)
+      for (int64_t l : layers) {
+        const double v = d.stats.repeat_either_independent(l);
+        os << " " << (v < 0 ? std::string("n/a") : pct(v)) << " |";
+      }
+    os << "\n";
+  }
   return os.str();
 }
 

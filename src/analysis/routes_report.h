@@ -36,7 +36,8 @@ struct RoutesReport {
 nlohmann::ordered_json routes_json(const RoutesReport& report);
 
 // Markdown: repetition between consecutive tokens at `layers` per domain, with a row for
-// random routing (Table 5 layout).
+// random routing (Table 5 layout), then what independent tokens with each domain's measured
+// shares would give.
 std::string repetition_table(const RoutesReport& report, const std::vector<int64_t>& layers);
 // Markdown: expert shares (first choice and any of the K) per domain at `layers`.
 std::string shares_table(const RoutesReport& report, const std::vector<int64_t>& layers);

@@ -51,6 +51,9 @@ void RoutingStats::add(const RouteRecord& rec, bool continues_sequence) {
       ++c.first[cur[0]];
       if (K >= 2) ++c.second[cur[1]];
       for (int64_t j = 0; j < K; ++j) ++c.chosen[cur[j]];
+      std::vector<int32_t> set(cur, cur + K);
+      std::sort(set.begin(), set.end());
+      ++c.sets[set];
       const int32_t* prev = t > 0 ? cur - K : (continues_sequence && have_last_ ? &last_[l * K] : nullptr);
       if (prev) {
         ++c.pairs;
@@ -82,6 +85,30 @@ std::vector<double> RoutingStats::either_share(int64_t l) const { return shares(
 double RoutingStats::repeat_first(int64_t l) const { return ratio(layer(l).same_first, layer(l).pairs); }
 double RoutingStats::repeat_either(int64_t l) const { return ratio(layer(l).same_either, layer(l).pairs); }
 
+double RoutingStats::repeat_first_independent(int64_t l) const {
+  double s = 0;
+  for (double p : first_share(l)) s += p * p;
+  return s;
+}
+
+double RoutingStats::repeat_either_independent(int64_t l) const {
+  const auto& sets = layer(l).sets;
+  if (sets.size() > 4096 || n_tokens_ == 0) return -1;
+  const double n = static_cast<double>(n_tokens_);
+  double s = 0;
+  for (const auto& [a, na] : sets)
+    for (const auto& [b, nb] : sets) {
+      bool meet = false;  // both sorted: merge-walk
+      for (size_t i = 0, j = 0; i < a.size() && j < b.size() && !meet;) {
+        if (a[i] == b[j]) meet = true;
+        else if (a[i] < b[j]) ++i;
+        else ++j;
+      }
+      if (meet) s += (static_cast<double>(na) / n) * (static_cast<double>(nb) / n);
+    }
+  return s;
+}
+
 nlohmann::ordered_json RoutingStats::layers_json() const {
   nlohmann::ordered_json out = nlohmann::ordered_json::array();
   for (int64_t l = 0; l < n_layers_; ++l)
@@ -91,6 +118,10 @@ nlohmann::ordered_json RoutingStats::layers_json() const {
                    {"either_share", either_share(l)},
                    {"repeat_first", repeat_first(l)},
                    {"repeat_either", repeat_either(l)},
+                   {"repeat_first_independent", repeat_first_independent(l)},
+                   {"repeat_either_independent", repeat_either_independent(l) < 0
+                                                     ? nlohmann::ordered_json(nullptr)
+                                                     : nlohmann::ordered_json(repeat_either_independent(l))},
                    {"n_pairs", layer(l).pairs}});
   return out;
 }

@@ -6,6 +6,7 @@
 // Legend: L layers, T tokens, E experts, K experts used per token.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <span>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ struct LayerRoutingCounts {
   int64_t pairs = 0;            // consecutive token pairs seen
   int64_t same_first = 0;       // pairs whose best experts are equal
   int64_t same_either = 0;      // pairs whose K chosen experts intersect
+  std::map<std::vector<int32_t>, int64_t> sets;  // tokens per chosen set (sorted expert ids)
 };
 
 // Accumulates routing over any number of sequences.
@@ -56,9 +58,17 @@ class RoutingStats {
   std::vector<double> either_share(int64_t l) const;  // chosen count / (T * K): any of the K
   double repeat_first(int64_t l) const;   // share of consecutive pairs with the same best expert
   double repeat_either(int64_t l) const;  // share of consecutive pairs whose K chosen intersect
+  // What the two repetition figures would be if consecutive tokens were routed
+  // independently, each like a token drawn at random from the text: sum_e first_share(e)^2,
+  // and the chance that two chosen sets drawn from the measured set frequencies intersect
+  // (-1 when there are more than 4096 distinct sets). Uneven shares alone raise repetition
+  // above the uniform baseline; locality is repetition above these.
+  double repeat_first_independent(int64_t l) const;
+  double repeat_either_independent(int64_t l) const;
 
   // {"layer", "first_choice_share", "second_choice_share", "either_share", "repeat_first",
-  //  "repeat_either", "n_pairs"} for each layer.
+  //  "repeat_either", "repeat_first_independent", "repeat_either_independent" (null when
+  //  not computed), "n_pairs"} for each layer.
   nlohmann::ordered_json layers_json() const;
 
  private:
