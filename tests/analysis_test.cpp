@@ -250,6 +250,23 @@ TEST(Routes, WindowsAndTop1) {
   EXPECT_FALSE(std::filesystem::exists(dir + "/out/shares_second.svg"));
 }
 
+// Two -f files with the same name stay two domains (the second is named by its path).
+TEST(Routes, SameFileNamesStayApart) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string dir = test::temp_dir("routes_names");
+  std::filesystem::create_directories(dir + "/x");
+  std::filesystem::create_directories(dir + "/y");
+  const std::string a = test::put_file(dir + "/x", "t.txt", test::shakespeare_val(0, 200));
+  const std::string b = test::put_file(dir + "/y", "t.txt", test::shakespeare_val(500, 200));
+  test::CmdResult r = test::run_smoe("routes -m " + quoted(fixture(test::kModelB)) + " -f " + quoted(a) + " -f " +
+                                     quoted(b) + " --out " + quoted(dir + "/out"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const json j = json::parse(test::read_file(dir + "/out/routes.json"));
+  ASSERT_EQ(j["domains"].size(), 2u);
+  EXPECT_EQ(j["domains"][0]["name"], "t.txt");
+  EXPECT_EQ(j["domains"][1]["name"], b);
+}
+
 // K = 3 of 16 experts on a synthetic model, through the library: "either" is any of the K.
 TEST(Routes, ThreeOfSixteenOnSyntheticModel) {
   ModelConfig c;

@@ -2,6 +2,8 @@
 #include "analysis/mc.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <sstream>
 

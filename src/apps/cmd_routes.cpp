@@ -46,7 +46,12 @@ std::vector<DomainSpec> domain_specs(const RoutesArgs& a) {
                "\": expected NAME=FILE");
     add(spec.substr(0, eq), spec.substr(eq + 1));
   }
-  for (const std::string& f : a.files) add(std::filesystem::path(f).filename().string(), f);
+  // -f files are domains of their own, named after the file (or its path when two share a name).
+  for (const std::string& f : a.files) {
+    const std::string name = std::filesystem::path(f).filename().string();
+    const bool taken = std::any_of(out.begin(), out.end(), [&](const DomainSpec& d) { return d.name == name; });
+    add(taken ? f : name, f);
+  }
   SMOE_CHECK(!out.empty(), "no text given: use -f FILE or --domain NAME=FILE");
   return out;
 }
