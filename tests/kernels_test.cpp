@@ -37,7 +37,7 @@ std::vector<uint8_t> make_rows(DType t, int64_t rows, int64_t D, size_t misalign
   const size_t rb = row_bytes(t, D);
   std::vector<uint8_t> buf(misalign + rb * static_cast<size_t>(rows) + 1);
   const std::vector<float> w = randn(static_cast<size_t>(rows * D), seed);
-  for (int64_t r = 0; r < rows; ++r) quantize_row(t, &w[static_cast<size_t>(r * D)], buf.data() + misalign + r * rb, D);
+  for (int64_t r = 0; r < rows; ++r) quantize_row(t, w.data() + r * D, buf.data() + misalign + r * rb, D);
   return buf;
 }
 
@@ -92,10 +92,11 @@ TEST(Kernels, SimdDequantizationIsBitExact) {
       const int64_t D = nblk * blk;
       for (size_t mis : {0, 1}) {
         std::vector<uint8_t> w = make_rows(t, 1, D, mis, 3);
-        std::vector<float> a(static_cast<size_t>(D)), b(static_cast<size_t>(D));
+        // One spare float so data() is never null, even for D = 0.
+        std::vector<float> a(static_cast<size_t>(D) + 1), b(static_cast<size_t>(D) + 1);
         dequantize_row(t, w.data() + mis, a.data(), D);
         dequantize_row_simd(t, w.data() + mis, b.data(), D);
-        ASSERT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0) << dtype_name(t) << " D=" << D;
+        ASSERT_EQ(std::memcmp(a.data(), b.data(), static_cast<size_t>(D) * 4), 0) << dtype_name(t) << " D=" << D;
       }
     }
   }

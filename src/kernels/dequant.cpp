@@ -56,6 +56,7 @@ void dequant_q6_k(const BlockQ6_K& b, float* out) {
 }  // namespace
 
 void dequantize_row(DType t, const uint8_t* src, float* dst, int64_t n) {
+  if (n == 0) return;
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, static_cast<size_t>(n) * 4);

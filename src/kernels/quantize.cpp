@@ -153,6 +153,7 @@ void per_block(const float* src, uint8_t* dst, int64_t n, size_t block_elems, Fn
 
 void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n) {
   row_bytes(t, n);  // checks n is a whole number of blocks
+  if (n == 0) return;
   switch (t) {
     case DType::F32:
       std::memcpy(dst, src, static_cast<size_t>(n) * 4);
