@@ -114,8 +114,8 @@ void run_compare(const CompareArgs& a) {
 
 void register_compare(CLI::App& app) {
   auto args = std::make_shared<CompareArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "compare",
+  CLI::App* cmd = app.add_subcommand("compare", "quantization quality report: KL, top-1 and routing agreement between models");
+  cmd->footer(
       "compare models on the same text (e.g. a float model and its quantizations): mean/median/p99/max "
       "KL(base || other) of the next-token distributions, top-1 agreement, routing agreement per layer "
       "(share of tokens whose K chosen experts are the same set, and whose first choice is the same) and "

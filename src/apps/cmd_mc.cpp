@@ -63,8 +63,8 @@ void run_mc_cmd(const McArgs& a) {
 
 void register_mc(CLI::App& app) {
   auto args = std::make_shared<McArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "mc",
+  CLI::App* cmd = app.add_subcommand("mc", "multiple-choice accuracy by log-likelihood");
+  cmd->footer(
       "multiple-choice accuracy by log-likelihood: each choice is scored by the summed log-probability of "
       "its tokens after BOS + context (the tokens of context + choice past their common prefix with the "
       "context's), the highest wins; also per-character normalised. TASK.jsonl: one "

@@ -80,8 +80,8 @@ void run_passkey_cmd(const PasskeyArgs& a) {
 
 void register_passkey(CLI::App& app) {
   auto args = std::make_shared<PasskeyArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "passkey",
+  CLI::App* cmd = app.add_subcommand("passkey", "passkey retrieval accuracy over prompt lengths and key depths");
+  cmd->footer(
       "passkey retrieval: a random number hidden at a given depth of a filler text of a given length in "
       "tokens (BOS included, as much filler as fits); the model answers by greedy decoding and is right "
       "when the first number it writes is the key. Prints the accuracy grid over lengths and depths");

@@ -109,8 +109,8 @@ void run_perplexity(const PerplexityArgs& a) {
 
 void register_perplexity(CLI::App& app) {
   auto args = std::make_shared<PerplexityArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "perplexity",
+  CLI::App* cmd = app.add_subcommand("perplexity", "perplexity of a model on a text (sliding windows)");
+  cmd->footer(
       "perplexity of a model on a text. Protocol: the text (or its --split) is tokenized once with BOS "
       "first; windows of --ctx tokens start every --stride (< ctx) tokens, each run as a fresh sequence; every "
       "token after BOS is scored once, in the first window that covers it, predicted from all the tokens "

@@ -121,8 +121,8 @@ void run_routes(const RoutesArgs& a) {
 
 void register_routes(CLI::App& app) {
   auto args = std::make_shared<RoutesArgs>();
-  CLI::App* cmd = app.add_subcommand(
-      "routes",
+  CLI::App* cmd = app.add_subcommand("routes", "routing statistics per layer and domain, with HTML and SVG reports");
+  cmd->footer(
       "routing statistics over texts: expert shares per layer (first choice, second choice, any of the K "
       "chosen) and repetition between consecutive tokens next to random routing, per domain. Each text is "
       "tokenized with BOS first and run as one sequence (in windows of --ctx tokens when longer). Writes "
