@@ -68,6 +68,7 @@ void register_bench(CLI::App& app) {
   cmd->add_option("-n,--n-gen", args->opts.n_gen, "generated tokens")->capture_default_str();
   cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();
   cmd->add_option("--reps", args->opts.reps, "repetitions")->capture_default_str();
+  cmd->add_option("--warmup", args->opts.warmup, "untimed passes before the timed ones")->capture_default_str();
   cmd->add_option("--seed", args->opts.seed, "seed for the random token ids")->capture_default_str();
   cmd->add_flag("--json", args->json, "also print one JSON object as the last line");
   cmd->callback([args] { run_bench_cmd(*args); });

@@ -61,15 +61,18 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
     const auto t0 = Clock::now();
     std::atomic<uint64_t> total{0};
     parallel_for(&pool, static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+      // Four independent sums keep several loads in flight; chunks are whole multiples of 4
+      // except the last, whose tail is added one by one.
+      const uint64_t* p = buf.get() + b;
+      const size_t len = static_cast<size_t>(e - b), n4 = len / 4 * 4;
       uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-      int64_t i = b;
-      for (; i + 4 <= e; i += 4) {
-        a0 += buf[i];
-        a1 += buf[i + 1];
-        a2 += buf[i + 2];
-        a3 += buf[i + 3];
+      for (size_t i = 0; i < n4; i += 4) {
+        a0 += p[i];
+        a1 += p[i + 1];
+        a2 += p[i + 2];
+        a3 += p[i + 3];
       }
-      for (; i < e; ++i) a0 += buf[i];
+      for (size_t i = n4; i < len; ++i) a0 += p[i];
       total += a0 + a1 + a2 + a3;
     });
     const double s = seconds_since(t0);
@@ -90,6 +93,7 @@ BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& 
   SMOE_CHECK(o.n_prompt >= 0 && o.n_gen >= 0 && o.n_prompt + o.n_gen > 0,
              "bench: -p ", o.n_prompt, " and -n ", o.n_gen, " must be >= 0, not both 0");
   SMOE_CHECK(o.reps >= 1 && o.reps <= 1000, "bench: --reps ", o.reps, " is out of range (1..1000)");
+  SMOE_CHECK(o.warmup >= 0 && o.warmup <= 100, "bench: --warmup ", o.warmup, " is out of range (0..100)");
   const int64_t n_ctx = std::max<int64_t>(o.n_prompt, o.n_gen + 1);
   SMOE_CHECK(n_ctx <= c.max_seq_len, "bench: ", n_ctx, " tokens exceed the model's context ",
              c.max_seq_len);
@@ -100,6 +104,13 @@ BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& 
   std::vector<float> logits;
   std::vector<double> pp, tg;
   BenchResult r;
+  // Warm-up: one untimed pass over a prompt long enough to route tokens to every expert.
+  for (int w = 0; w < o.warmup; ++w) {
+    std::vector<int32_t> prompt(static_cast<size_t>(std::min<int64_t>(n_ctx, std::max<int64_t>(o.n_prompt, 64))));
+    for (int32_t& t : prompt) t = tok(rng);
+    session.reset();
+    session.forward(prompt, false, logits);
+  }
   for (int rep = 0; rep < o.reps; ++rep) {
     if (o.n_prompt > 0) {
       std::vector<int32_t> prompt(static_cast<size_t>(o.n_prompt));

@@ -14,6 +14,8 @@ struct BenchOptions {
   int64_t n_prompt = 512;  // tokens processed in one forward pass
   int64_t n_gen = 64;      // tokens generated one at a time
   int reps = 3;
+  // Untimed passes first, so the timed ones find the weights paged in and caches warm.
+  int warmup = 1;
   uint64_t seed = 1;
 };
 
