@@ -181,37 +181,43 @@ void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* o
   *out = reduce_lanes(acc);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma")))
-void dot_int8_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
+// acc + (block b of `row` . block b of x) per 32-bit lane, as dot_int8_ref_row computes it.
+template <bool kQ8>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
+inline __m256 block_term_vnni(const uint8_t* row, const Int8Vector& x, int64_t b, __m256 acc) {
+  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
+  __m256i isum;
+  uint16_t h;
+  if constexpr (kQ8) {
+    const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
+    std::memcpy(&h, blk, 2);
+    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    // |w| (unsigned) times x with w's sign: the same products as w * x.
+    isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+  } else {
+    const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ4_0);
+    std::memcpy(&h, blk, 2);
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
+    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
+    // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
+    const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg8_lane_sums[static_cast<size_t>(b * 8)]));
+    isum = _mm256_dpbusd_epi32(corr, nib, xq);
+  }
+  // F16C converts the weight scale in one instruction (exactly, as f16_to_f32_fast does).
+  const __m256 scale = _mm256_set1_ps(_cvtsh_ss(h) * x.d[static_cast<size_t>(b)]);
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+}
+
+template <bool kQ8>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+void dot_int8_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
   const int64_t nb = x.D / kBlock;
-  const size_t rb = row_bytes(t, x.D);
-  const __m128i m4 = _mm_set1_epi8(15);
+  const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, x.D);
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * rb;
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
-      __m256i isum;
-      uint16_t h;
-      if (t == DType::Q8_0) {
-        const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
-        std::memcpy(&h, blk, 2);
-        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-        // |w| (unsigned) times x with w's sign: the same products as w * x.
-        isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
-      } else {
-        const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ4_0);
-        std::memcpy(&h, blk, 2);
-        const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-        const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
-        // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
-        const __m256i corr = _mm256_slli_epi32(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.lane_sums[static_cast<size_t>(b * 8)])), 3);
-        isum = _mm256_dpbusd_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), corr), nib, xq);
-      }
-      const __m256 scale = _mm256_set1_ps(f16_to_f32_fast(h) * x.d[static_cast<size_t>(b)]);
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
-    }
+    for (int64_t b = 0; b < nb; ++b) acc = block_term_vnni<kQ8>(row, x, b, acc);
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, acc);
     y[r] = reduce_lanes(lanes);
@@ -227,6 +233,7 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   if (out.q.size() < static_cast<size_t>(D)) out.q.resize(static_cast<size_t>(D));
   if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
   if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
+  if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -239,13 +246,15 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
       int32_t s = 0;
       for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
       out.lane_sums[static_cast<size_t>(b * 8 + l)] = s;
+      out.neg8_lane_sums[static_cast<size_t>(b * 8 + l)] = -8 * s;
     }
   }
 }
 
 void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
-  if (int8_gemm_fast()) return dot_int8_vnni(t, w, n_rows, x, y);
+  if (int8_gemm_fast()) return t == DType::Q8_0 ? dot_int8_vnni<true>(w, n_rows, x, y)
+                                                : dot_int8_vnni<false>(w, n_rows, x, y);
   dot_rows_int8_ref(t, w, n_rows, x, y);
 }
 

@@ -37,12 +37,13 @@ void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
 
 // ---- decode (one token against many rows) ----
 // x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and lane_sums
-// [D/32][8]: the sums of each 4 consecutive q (one 32-bit lane of the kernel).
+// [D/32][8]: the sums of each 4 consecutive q (one 32-bit lane of the kernel), and -8 times those.
 struct Int8Vector {
   int64_t D = 0;
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int32_t> lane_sums;
+  std::vector<int32_t> neg8_lane_sums;  // -8 * lane_sums: q4_0's nibble offset, undone
 };
 void quantize_vector(const float* x, int64_t D, Int8Vector& out);
 
