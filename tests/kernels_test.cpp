@@ -142,7 +142,7 @@ TEST(Kernels, GemmPanelMatchesScalar) {
 TEST(Kernels, Int8GemmMatchesItsReferenceAndTheFloatProduct) {
   for (DType t : {DType::Q8_0, DType::Q4_0}) {
     for (int64_t D : {32, 96, 512}) {
-      for (int64_t n : {1, 5, 48}) {
+      for (int64_t n : {1, 2, 3, 4, 5, 7, 48}) {  // every remainder of the 6-row tile
         for (int64_t T : {1, 15, 16, 17, 40}) {
           std::vector<uint8_t> w = make_rows(t, n, D, 3, 21);
           const std::vector<float> x = randn(static_cast<size_t>(T * D), 4);

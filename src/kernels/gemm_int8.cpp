@@ -20,15 +20,6 @@ constexpr int64_t kBlock = 32;
 constexpr int64_t kTokVec = 16;  // tokens per 512-bit vector of int32 lanes
 constexpr int64_t kRows = 6;     // rows per micro tile
 
-// A panel's weights as int8 blocks: q[n][D], scale d[n][D/32], corr[n][D/32] = -128 * sum(q)
-// (undoes the +128 bias of the activations). Rows padded to a multiple of kRows with zeros.
-struct PackedWeights {
-  int64_t n = 0, rows = 0, nb = 0;
-  std::vector<int8_t> q;
-  std::vector<float> d;
-  std::vector<int32_t> corr;
-};
-
 // One block's int8 values, returning their sum (scalar; the SIMD packer below agrees).
 int32_t unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
   std::memcpy(h, blk, 2);
@@ -45,119 +36,119 @@ int32_t unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
   return sum;
 }
 
-__attribute__((target("avx2,sse4.1")))
-int32_t unpack_block_simd(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
-  std::memcpy(h, blk, 2);
-  __m128i lo, hi;
-  if (t == DType::Q8_0) {
-    lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-    hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 18));
+// Weight values 4g..4g+3 of a block, broadcast to every 32-bit lane, as the unsigned
+// operand of vpdpbusd: q8_0 w + 128 (sign bit flipped), q4_0 the raw nibbles (w + 8).
+// Broadcast straight from memory, then fixed up in the vector unit.
+template <bool kQ8>
+__attribute__((target("avx512f,avx512bw"), always_inline))
+inline __m512i weight_group(const uint8_t* blk, int g) {
+  int32_t v;
+  if constexpr (kQ8) {
+    std::memcpy(&v, blk + 2 + 4 * g, 4);
+    return _mm512_xor_si512(_mm512_set1_epi32(v), _mm512_set1_epi8(static_cast<char>(0x80)));
   } else {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-    const __m128i m = _mm_set1_epi8(15), eight = _mm_set1_epi8(8);
-    lo = _mm_sub_epi8(_mm_and_si128(b, m), eight);
-    hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), m), eight);
+    std::memcpy(&v, blk + 2 + 4 * (g % 4), 4);
+    const __m512i b = _mm512_set1_epi32(v);
+    return _mm512_and_si512(g < 4 ? b : _mm512_srli_epi16(b, 4), _mm512_set1_epi8(15));
   }
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), lo);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), hi);
-  // Sum of 32 signed bytes: widen to 16 bits, multiply-add pairs by 1.
-  const __m256i w = _mm256_add_epi16(_mm256_cvtepi8_epi16(lo), _mm256_cvtepi8_epi16(hi));
-  const __m256i s32 = _mm256_madd_epi16(w, _mm256_set1_epi16(1));
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-  return _mm_cvtsi128_si32(s);
 }
 
-void pack_weights(DType t, const uint8_t* w, int64_t n, int64_t D, bool simd, PackedWeights& p) {
-  p.n = n;
-  p.rows = (n + kRows - 1) / kRows * kRows;
-  p.nb = D / kBlock;
-  // Grow-only buffers; rows < n are overwritten below, padding rows are zeroed.
-  p.q.resize(std::max(p.q.size(), static_cast<size_t>(p.rows * D)));
-  p.d.resize(std::max(p.d.size(), static_cast<size_t>(p.rows * p.nb)));
-  p.corr.resize(std::max(p.corr.size(), static_cast<size_t>(p.rows * p.nb)));
-  std::fill(p.q.begin() + n * D, p.q.begin() + p.rows * D, 0);
-  std::fill(p.d.begin() + n * p.nb, p.d.begin() + p.rows * p.nb, 0.f);
-  std::fill(p.corr.begin() + n * p.nb, p.corr.begin() + p.rows * p.nb, 0);
-  const size_t rb = row_bytes(t, D), bb = dtype_info(t).block_bytes;
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t b = 0; b < p.nb; ++b) {
-      const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * bb;
-      int8_t* q = &p.q[static_cast<size_t>(r * D + b * kBlock)];
+// Rows 0..R-1 of w (rb bytes apart) against the NV vectors of 16 tokens from t0 (NV = 1 for
+// the last token block when fewer than 32 tokens remain). Weights are read straight from
+// their blocks: each group of 4 values broadcast to all token lanes.
+template <bool kQ8, int R, int NV>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
+inline void vnni_tile(const uint8_t* w, size_t rb, const Int8Activations& x, int64_t t0, float* y,
+                      int64_t ldy) {
+  constexpr size_t bb = kQ8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+  const int64_t Tpad = x.Tpad, nb = x.D / kBlock;
+  const int32_t* corr = kQ8 ? x.corr8.data() : x.corr4.data();
+  __m512 acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i cv[NV];
+    for (int v = 0; v < NV; ++v) cv[v] = _mm512_loadu_si512(corr + b * Tpad + t0 + v * kTokVec);
+    __m512i isum[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) isum[r][v] = cv[v];
+    const int8_t* xb = &x.q[static_cast<size_t>(b * 8 * Tpad * 4)];
+    for (int g = 0; g < 8; ++g) {
+      const int8_t* xg = xb + (g * Tpad + t0) * 4;
+      __m512i xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_loadu_si512(xg + v * 4 * kTokVec);
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * bb;
+        const __m512i wb = weight_group<kQ8>(blk, g);
+        for (int v = 0; v < NV; ++v) isum[r][v] = _mm512_dpbusd_epi32(isum[r][v], wb, xv[v]);
+      }
+    }
+    const float* db = &x.d[static_cast<size_t>(b * Tpad + t0)];
+    for (int r = 0; r < R; ++r) {
       uint16_t h;
-      const int32_t sum = simd ? unpack_block_simd(t, blk, q, &h) : unpack_block(t, blk, q, &h);
-      p.d[static_cast<size_t>(r * p.nb + b)] = f16_to_f32_fast(h);
-      p.corr[static_cast<size_t>(r * p.nb + b)] = -128 * sum;
+      std::memcpy(&h, w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * bb, 2);
+      const __m512 dw = _mm512_set1_ps(_cvtsh_ss(h));
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][v]),
+                                    _mm512_mul_ps(_mm512_loadu_ps(db + v * kTokVec), dw), acc[r][v]);
     }
+  }
+  float tile[R][NV * kTokVec];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(tile[r] + v * kTokVec, acc[r][v]);
+  const int64_t t_end = std::min(x.T, t0 + NV * kTokVec);
+  for (int r = 0; r < R; ++r)
+    for (int64_t t = t0; t < t_end; ++t) y[t * ldy + r] = tile[r][t - t0];
+}
+
+template <bool kQ8, int R>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
+void vnni_rows(const uint8_t* w, size_t rb, const Int8Activations& x, float* y, int64_t ldy) {
+  for (int64_t t0 = 0; t0 < x.Tpad; t0 += 2 * kTokVec) {
+    if (t0 + 2 * kTokVec <= x.Tpad) vnni_tile<kQ8, R, 2>(w, rb, x, t0, y, ldy);
+    else vnni_tile<kQ8, R, 1>(w, rb, x, t0, y, ldy);
   }
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
-void vnni_kernel(const PackedWeights& p, const Int8Activations& x, float* y, int64_t ldy) {
-  const int64_t D = x.D, Tpad = x.Tpad, nb = p.nb;
-  float tile[kRows][2 * kTokVec];
-  for (int64_t t0 = 0; t0 < Tpad; t0 += 2 * kTokVec) {
-    const int nv = t0 + 2 * kTokVec <= Tpad ? 2 : 1;
-    for (int64_t r0 = 0; r0 < p.rows; r0 += kRows) {
-      __m512 acc[kRows][2];
-      for (int r = 0; r < kRows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-      for (int64_t b = 0; b < nb; ++b) {
-        __m512i isum[kRows][2];
-        for (int r = 0; r < kRows; ++r)
-          isum[r][0] = isum[r][1] = _mm512_set1_epi32(p.corr[static_cast<size_t>((r0 + r) * nb + b)]);
-        const uint8_t* xb = &x.q[static_cast<size_t>(b * 8 * Tpad * 4)];
-        for (int g = 0; g < 8; ++g) {
-          const uint8_t* xg = xb + (g * Tpad + t0) * 4;
-          const __m512i x0 = _mm512_loadu_si512(xg);
-          const __m512i x1 = nv == 2 ? _mm512_loadu_si512(xg + 4 * kTokVec) : _mm512_setzero_si512();
-          for (int r = 0; r < kRows; ++r) {
-            int32_t wv;
-            std::memcpy(&wv, &p.q[static_cast<size_t>((r0 + r) * D + b * kBlock + 4 * g)], 4);
-            const __m512i wb = _mm512_set1_epi32(wv);
-            isum[r][0] = _mm512_dpbusd_epi32(isum[r][0], x0, wb);
-            isum[r][1] = _mm512_dpbusd_epi32(isum[r][1], x1, wb);
-          }
-        }
-        const float* db = &x.d[static_cast<size_t>(b * Tpad + t0)];
-        const __m512 dx0 = _mm512_loadu_ps(db);
-        const __m512 dx1 = nv == 2 ? _mm512_loadu_ps(db + kTokVec) : _mm512_setzero_ps();
-        for (int r = 0; r < kRows; ++r) {
-          const __m512 dw = _mm512_set1_ps(p.d[static_cast<size_t>((r0 + r) * nb + b)]);
-          acc[r][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][0]), _mm512_mul_ps(dx0, dw), acc[r][0]);
-          acc[r][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][1]), _mm512_mul_ps(dx1, dw), acc[r][1]);
-        }
-      }
-      for (int r = 0; r < kRows; ++r) {
-        _mm512_storeu_ps(tile[r], acc[r][0]);
-        _mm512_storeu_ps(tile[r] + kTokVec, acc[r][1]);
-      }
-      const int64_t t_end = std::min(x.T, t0 + nv * kTokVec);
-      for (int r = 0; r < kRows && r0 + r < p.n; ++r)
-        for (int64_t t = t0; t < t_end; ++t) y[t * ldy + r0 + r] = tile[r][t - t0];
-    }
+template <bool kQ8>
+void vnni_kernel(const uint8_t* w, int64_t n, const Int8Activations& x, float* y, int64_t ldy) {
+  const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, x.D);
+  int64_t r = 0;
+  for (; r + kRows <= n; r += kRows) vnni_rows<kQ8, kRows>(w + r * rb, rb, x, y + r, ldy);
+  const uint8_t* wr = w + r * rb;
+  switch (n - r) {
+    case 5: return vnni_rows<kQ8, 5>(wr, rb, x, y + r, ldy);
+    case 4: return vnni_rows<kQ8, 4>(wr, rb, x, y + r, ldy);
+    case 3: return vnni_rows<kQ8, 3>(wr, rb, x, y + r, ldy);
+    case 2: return vnni_rows<kQ8, 2>(wr, rb, x, y + r, ldy);
+    case 1: return vnni_rows<kQ8, 1>(wr, rb, x, y + r, ldy);
+    default: return;
   }
 }
 
-void reference_kernel(const PackedWeights& p, const Int8Activations& x, float* y, int64_t ldy) {
-  const int64_t D = x.D, Tpad = x.Tpad, nb = p.nb;
-  for (int64_t r = 0; r < p.n; ++r)
-    for (int64_t t = 0; t < x.T; ++t) {
+// Same integer sums (exact) and the same float operations in the same order as vnni_tile.
+void reference_kernel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                      int64_t ldy) {
+  const int64_t Tpad = x.Tpad, nb = x.D / kBlock;
+  const size_t rb = row_bytes(t, x.D), bb = dtype_info(t).block_bytes;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t tt = 0; tt < x.T; ++tt) {
       float acc = 0.f;
       for (int64_t b = 0; b < nb; ++b) {
-        int32_t isum = p.corr[static_cast<size_t>(r * nb + b)];
+        int8_t q[kBlock];
+        uint16_t h;
+        unpack_block(t, w + static_cast<size_t>(r) * rb + static_cast<size_t>(b) * bb, q, &h);
+        int32_t isum = 0;
         for (int64_t k = 0; k < kBlock; ++k) {
           const int64_t g = k / 4, j = k % 4;
-          const uint8_t xq = x.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4 + j)];
-          isum += static_cast<int32_t>(xq) * p.q[static_cast<size_t>(r * D + b * kBlock + k)];
+          isum += q[k] * x.q[static_cast<size_t>(((b * 8 + g) * Tpad + tt) * 4 + j)];
         }
-        const float scale = x.d[static_cast<size_t>(b * Tpad + t)] * p.d[static_cast<size_t>(r * nb + b)];
+        const float scale = x.d[static_cast<size_t>(b * Tpad + tt)] * f16_to_f32_fast(h);
         acc = std::fma(static_cast<float>(isum), scale, acc);
       }
-      y[t * ldy + r] = acc;
+      y[tt * ldy + r] = acc;
     }
 }
-
 
 float reduce_lanes(const float* a) {
   return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
@@ -270,23 +261,30 @@ void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations&
   out.D = D;
   out.Tpad = (T + kTokVec - 1) / kTokVec * kTokVec;
   const int64_t nb = D / kBlock, Tpad = out.Tpad;
+  const size_t nl = static_cast<size_t>(nb * Tpad);
   if (out.q.size() < static_cast<size_t>(D * Tpad)) out.q.resize(static_cast<size_t>(D * Tpad));
-  if (out.d.size() < static_cast<size_t>(nb * Tpad)) out.d.resize(static_cast<size_t>(nb * Tpad));
+  for (auto* v : {&out.d}) if (v->size() < nl) v->resize(nl);
+  for (auto* v : {&out.corr8, &out.corr4}) if (v->size() < nl) v->resize(nl);
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t t = 0; t < Tpad; ++t) {
-      uint8_t q[kBlock];
+      int8_t q[kBlock] = {};  // padding tokens: zeros, scale 0
       float d = 0.f;
+      int32_t sum = 0;
       if (t < T) {
         const float* xb = x + t * D + b * kBlock;
         float amax = 0.f;
         for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
         d = amax / 127.f;
         const float id = d != 0.f ? 1.f / d : 0.f;
-        for (int64_t k = 0; k < kBlock; ++k) q[k] = static_cast<uint8_t>(static_cast<int>(std::nearbyint(xb[k] * id)) + 128);
-      } else {
-        std::fill_n(q, kBlock, static_cast<uint8_t>(128));
+        for (int64_t k = 0; k < kBlock; ++k) {
+          q[k] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
+          sum += q[k];
+        }
       }
-      out.d[static_cast<size_t>(b * Tpad + t)] = d;
+      const size_t i = static_cast<size_t>(b * Tpad + t);
+      out.d[i] = d;
+      out.corr8[i] = -128 * sum;
+      out.corr4[i] = -8 * sum;
       for (int g = 0; g < 8; ++g)
         std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
     }
@@ -304,18 +302,15 @@ bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                      int64_t ldy) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
-  thread_local PackedWeights p;
-  pack_weights(t, w, n, x.D, int8_gemm_fast(), p);
-  if (int8_gemm_fast()) vnni_kernel(p, x, y, ldy);
-  else reference_kernel(p, x, y, ldy);
+  if (!int8_gemm_fast()) return reference_kernel(t, w, n, x, y, ldy);
+  if (t == DType::Q8_0) vnni_kernel<true>(w, n, x, y, ldy);
+  else vnni_kernel<false>(w, n, x, y, ldy);
 }
 
 void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                          int64_t ldy) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 gemm: unsupported weight type ", dtype_name(t));
-  PackedWeights p;
-  pack_weights(t, w, n, x.D, false, p);
-  reference_kernel(p, x, y, ldy);
+  reference_kernel(t, w, n, x, y, ldy);
 }
 
 }  // namespace smoe

@@ -12,12 +12,16 @@
 namespace smoe {
 
 // x[T, D] quantized per 32-value block, transposed for the kernel:
-// q[D/32][8][Tpad][4]: the 4 values k = 32b + 4g .. 32b + 4g + 3 of token t, each + 128;
-// d[D/32][Tpad]: the block scales (0 for padding tokens).
+// q[D/32][8][Tpad][4]: the 4 values k = 32b + 4g .. 32b + 4g + 3 of token t (signed);
+// d[D/32][Tpad]: the block scales (0 for padding tokens); corr8 / corr4 [D/32][Tpad]: -128
+// and -8 times the block's sum of q. The kernel multiplies x with the weights as unsigned
+// bytes (q8_0: w + 128, q4_0: the nibble, w + 8) and starts each block's sum from these,
+// so the weights are used straight from their GGUF blocks, never repacked.
 struct Int8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
-  std::vector<uint8_t> q;
+  std::vector<int8_t> q;
   std::vector<float> d;
+  std::vector<int32_t> corr8, corr4;
 };
 void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out);
 
