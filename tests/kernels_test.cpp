@@ -210,6 +210,24 @@ TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
         dot_rows_int8(t, w.data() + mis, rows, xq, y.data());
         dot_rows_int8_ref(t, w.data() + mis, rows, xq, yr.data());
         ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << dtype_name(t) << " D=" << D;
+        // Several tokens at once (1..6: the kernel's groups of 4 and remainders) equal each
+        // token on its own.
+        for (int nt = 1; nt <= 6; ++nt) {
+          std::vector<Int8Vector> xs(static_cast<size_t>(nt));
+          std::vector<const Int8Vector*> xp;
+          for (int i = 0; i < nt; ++i) {
+            const std::vector<float> xi = randn(static_cast<size_t>(D), 100 + static_cast<uint64_t>(i));
+            quantize_vector(xi.data(), D, xs[static_cast<size_t>(i)]);
+            xp.push_back(&xs[static_cast<size_t>(i)]);
+          }
+          std::vector<float> ym(static_cast<size_t>(nt * rows)), yi(static_cast<size_t>(rows));
+          dot_rows_int8_tokens(t, w.data() + mis, rows, xp.data(), nt, ym.data(), rows);
+          for (int i = 0; i < nt; ++i) {
+            dot_rows_int8_ref(t, w.data() + mis, rows, xs[static_cast<size_t>(i)], yi.data());
+            ASSERT_EQ(std::memcmp(ym.data() + i * rows, yi.data(), yi.size() * 4), 0)
+                << dtype_name(t) << " D=" << D << " tokens=" << nt << " token " << i;
+          }
+        }
         const size_t rb = row_bytes(t, D);
         for (int64_t r = 0; r < rows; ++r)
           ASSERT_NEAR(y[r], scalar_dot(t, w.data() + mis + r * rb, x.data(), D), 0.05 * std::sqrt(static_cast<double>(D)) + 1e-6);

@@ -172,46 +172,73 @@ void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* o
   *out = reduce_lanes(acc);
 }
 
-// acc + (block b of `row` . block b of x) per 32-bit lane, as dot_int8_ref_row computes it.
-template <bool kQ8>
+// For NT tokens at once: acc[t] + (block b of `row` . block b of x_t) per 32-bit lane, as
+// dot_int8_ref_row computes it for each token. The weight block is loaded once for all NT.
+template <bool kQ8, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
-inline __m256 block_term_vnni(const uint8_t* row, const Int8Vector& x, int64_t b, __m256 acc) {
-  const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
-  __m256i isum;
+inline void block_terms_vnni(const uint8_t* row, const Int8Vector* const* xs, int64_t b, __m256* acc) {
   uint16_t h;
+  __m256i w;  // q8_0: the signed weights; q4_0: the nibbles (weights + 8)
   if constexpr (kQ8) {
     const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
     std::memcpy(&h, blk, 2);
-    const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-    // |w| (unsigned) times x with w's sign: the same products as w * x.
-    isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(wq), _mm256_sign_epi8(xq, wq));
+    w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
   } else {
     const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ4_0);
     std::memcpy(&h, blk, 2);
     const __m128i m4 = _mm_set1_epi8(15);
     const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-    const __m256i nib = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
-    // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
-    const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg8_lane_sums[static_cast<size_t>(b * 8)]));
-    isum = _mm256_dpbusd_epi32(corr, nib, xq);
+    w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
   }
   // F16C converts the weight scale in one instruction (exactly, as f16_to_f32_fast does).
-  const __m256 scale = _mm256_set1_ps(_cvtsh_ss(h) * x.d[static_cast<size_t>(b)]);
-  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc);
+  const float dw = _cvtsh_ss(h);
+  const __m256i wabs = kQ8 ? _mm256_abs_epi8(w) : w;
+  for (int t = 0; t < NT; ++t) {
+    const Int8Vector& x = *xs[t];
+    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
+    __m256i isum;
+    if constexpr (kQ8) {
+      // |w| (unsigned) times x with w's sign: the same products as w * x.
+      isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, _mm256_sign_epi8(xq, w));
+    } else {
+      // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
+      const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg8_lane_sums[static_cast<size_t>(b * 8)]));
+      isum = _mm256_dpbusd_epi32(corr, wabs, xq);
+    }
+    const __m256 scale = _mm256_set1_ps(dw * x.d[static_cast<size_t>(b)]);
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
+  }
+}
+
+// Rows of w against NT token vectors; y[t * ldy + r].
+template <bool kQ8, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+void dot_int8_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
+  const int64_t nb = xs[0]->D / kBlock;
+  const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, xs[0]->D);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * rb;
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) block_terms_vnni<kQ8, NT>(row, xs, b, acc);
+    for (int t = 0; t < NT; ++t) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[t]);
+      y[t * ldy + r] = reduce_lanes(lanes);
+    }
+  }
 }
 
 template <bool kQ8>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-void dot_int8_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
-  const int64_t nb = x.D / kBlock;
-  const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, x.D);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const uint8_t* row = w + static_cast<size_t>(r) * rb;
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) acc = block_term_vnni<kQ8>(row, x, b, acc);
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, acc);
-    y[r] = reduce_lanes(lanes);
+void dot_int8_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
+                          float* y, int64_t ldy) {
+  for (int t0 = 0; t0 < nt; t0 += 4) {
+    switch (std::min(4, nt - t0)) {
+      case 4: dot_int8_vnni<kQ8, 4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 3: dot_int8_vnni<kQ8, 3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 2: dot_int8_vnni<kQ8, 2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      default: dot_int8_vnni<kQ8, 1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+    }
   }
 }
 
@@ -243,10 +270,18 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
 }
 
 void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
+  const Int8Vector* xs[1] = {&x};
+  dot_rows_int8_tokens(t, w, n_rows, xs, 1, y, 0);
+}
+
+void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
+                          int n_tokens, float* y, int64_t ldy) {
   SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
-  if (int8_gemm_fast()) return t == DType::Q8_0 ? dot_int8_vnni<true>(w, n_rows, x, y)
-                                                : dot_int8_vnni<false>(w, n_rows, x, y);
-  dot_rows_int8_ref(t, w, n_rows, x, y);
+  if (int8_gemm_fast()) {
+    return t == DType::Q8_0 ? dot_int8_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy)
+                            : dot_int8_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
+  }
+  for (int i = 0; i < n_tokens; ++i) dot_rows_int8_ref(t, w, n_rows, *xs[i], y + i * ldy);
 }
 
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {

@@ -57,5 +57,9 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out);
 // the reference; both follow exactly this arithmetic (equal bit for bit).
 void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
+// The same for n_tokens vectors at once (each weight block loaded once for all of them):
+// y[i * ldy + r] = dot(row r, xs[i]), equal bit for bit to dot_rows_int8 on each.
+void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
+                          int n_tokens, float* y, int64_t ldy);
 
 }  // namespace smoe

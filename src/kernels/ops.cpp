@@ -69,13 +69,17 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
       // q8_0/q4_0: each token's activations quantized to int8 once, integer block dots.
       thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
       if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
-      const std::vector<Int8Vector>& xq = xq_buf;  // the caller's (see below)
-      for (int64_t t = 0; t < T; ++t) quantize_vector(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
+      thread_local std::vector<const Int8Vector*> xp_buf;
+      xp_buf.resize(static_cast<size_t>(T));
+      for (int64_t t = 0; t < T; ++t) {
+        quantize_vector(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
+        xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
+      }
+      const Int8Vector* const* xp = xp_buf.data();  // the caller's (see below)
       const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
       parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
-        for (int64_t t = 0; t < T; ++t)
-          dot_rows_int8(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin,
-                        xq[static_cast<size_t>(t)], y + t * N + begin);
+        dot_rows_int8_tokens(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp,
+                             static_cast<int>(T), y + begin, N);
       });
       return;
     }
