@@ -269,17 +269,11 @@ TEST(Routes, SameFileNamesStayApart) {
 
 // K = 3 of 16 experts on a synthetic model, through the library: "either" is any of the K.
 TEST(Routes, ThreeOfSixteenOnSyntheticModel) {
-  ModelConfig c;
-  c.dim = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
+  ModelConfig c = test::tiny_moe_config();
   c.hidden_dim = 32;
   c.vocab_size = 50;
   c.n_experts = 16;
   c.n_experts_used = 3;
-  c.has_router = true;
   c.max_seq_len = 512;
   auto model = synth_model(c, 3);
   std::vector<int32_t> tokens;

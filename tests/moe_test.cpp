@@ -13,19 +13,10 @@ namespace smoe {
 namespace {
 
 ModelConfig small_moe(int64_t n_experts, int64_t k) {
-  ModelConfig c;
-  c.dim = 32;
+  ModelConfig c = test::tiny_moe_config();
   c.n_layers = 3;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.hidden_dim = 48;
-  c.vocab_size = 97;
   c.n_experts = n_experts;
   c.n_experts_used = k;
-  c.has_router = true;
-  c.max_seq_len = 256;
-  c.rope_theta = 10000;
   return c;
 }
 

@@ -15,22 +15,7 @@
 namespace smoe {
 namespace {
 
-ModelConfig small_moe() {
-  ModelConfig c;
-  c.dim = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
-  c.hidden_dim = 48;
-  c.vocab_size = 97;
-  c.n_experts = 8;
-  c.n_experts_used = 2;
-  c.has_router = true;
-  c.max_seq_len = 256;
-  c.rope_theta = 10000;
-  return c;
-}
+ModelConfig small_moe() { return test::tiny_moe_config(); }
 
 std::vector<int32_t> greedy_alone(const Model& model, const std::vector<int32_t>& prompt, int64_t n) {
   Session s(model, 64);

@@ -1,5 +1,5 @@
 // test_util.h: shared helpers for smoe's tests: fixture paths (skipping when the shared
-// fixtures are absent), temporary files, and running the smoe CLI.
+// fixtures are absent), temporary files, running the smoe CLI, a small model shape.
 #pragma once
 #include <gtest/gtest.h>
 
@@ -8,7 +8,28 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
+
 namespace smoe::test {
+
+// The small Mixtral-shaped model most synthetic-model tests start from (they change the
+// fields they care about): D 32, 2 layers, 4/2 heads of 8, F 48, vocab 97, 8 experts, top-2.
+inline ModelConfig tiny_moe_config() {
+  ModelConfig c;
+  c.dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.head_dim = 8;
+  c.hidden_dim = 48;
+  c.vocab_size = 97;
+  c.n_experts = 8;
+  c.n_experts_used = 2;
+  c.has_router = true;
+  c.max_seq_len = 256;
+  c.rope_theta = 10000;
+  return c;
+}
 
 // Path under ../shared/fixtures; the calling test is skipped (GTEST_SKIP) by the macro
 // below when the folder is absent.

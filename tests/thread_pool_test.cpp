@@ -27,17 +27,11 @@ TEST(ThreadPool, EveryIndexOnce) {
 }
 
 TEST(ThreadPool, ThreadedForwardIsBitIdentical) {
-  ModelConfig c;
+  ModelConfig c = test::tiny_moe_config();
   c.dim = 64;
-  c.n_layers = 2;
   c.n_heads = 8;
-  c.n_kv_heads = 2;
-  c.head_dim = 8;
   c.hidden_dim = 96;
   c.vocab_size = 300;
-  c.n_experts = 8;
-  c.n_experts_used = 2;
-  c.has_router = true;
   c.max_seq_len = 64;
   auto model = synth_model(c, 21);
   const std::vector<int32_t> tokens = {1, 2, 3, 250, 17, 17, 99, 5, 6, 7, 8, 9};

@@ -339,20 +339,15 @@ TEST(SafetensorsWriter, Errors) {
 // Model writers on synthetic models.
 
 ModelConfig small_config(int64_t n_heads, int64_t n_kv_heads, bool moe) {
-  ModelConfig c;
+  ModelConfig c = test::tiny_moe_config();
   c.arch = moe ? "mixtral" : "mistral";
-  c.dim = 32;
-  c.n_layers = 2;
   c.n_heads = n_heads;
   c.n_kv_heads = n_kv_heads;
-  c.head_dim = 8;
-  c.hidden_dim = 48;
   c.vocab_size = 67;
   c.has_router = moe;
   c.n_experts = moe ? 4 : 1;
   c.n_experts_used = moe ? 2 : 1;
   c.max_seq_len = 128;
-  c.rope_theta = 10000;
   c.norm_eps = 1e-6f;
   return c;
 }
