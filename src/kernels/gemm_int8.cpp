@@ -242,6 +242,102 @@ void dot_int8_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* co
   }
 }
 
+// ---- q4_K rows against int8 activations ----
+// Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
+// and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
+// acc[l] = fma(isum_l, (d * sc_j) * dx, acc[l]); mins = fma(sum of x_q over the block,
+// (dmin * m_j) * dx, mins). Result: reduce_lanes(acc) - mins. Both kernels do exactly this.
+
+void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
+  float acc[8] = {}, mins = 0.f;
+  for (int64_t s = 0; s < x.D / 256; ++s) {
+    const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
+    uint16_t hd, hm;
+    std::memcpy(&hd, blk, 2);
+    std::memcpy(&hm, blk + 2, 2);
+    const float d = f16_to_f32_fast(hd), dmin = f16_to_f32_fast(hm);
+    for (int j = 0; j < 8; ++j) {
+      uint8_t sc, m;
+      kquant_scale_min(j, blk + 4, &sc, &m);
+      const int64_t bx = s * 8 + j;
+      const float dx = x.d[static_cast<size_t>(bx)];
+      const uint8_t* qs = blk + 16 + 32 * (j / 2);
+      const float scale = (d * static_cast<float>(sc)) * dx;
+      for (int l = 0; l < 8; ++l) {
+        int32_t isum = 0;
+        for (int i = 0; i < 4; ++i) {
+          const int q = j % 2 ? qs[4 * l + i] >> 4 : qs[4 * l + i] & 15;
+          isum += q * x.q[static_cast<size_t>(bx * kBlock + 4 * l + i)];
+        }
+        acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
+      }
+      mins = std::fma(static_cast<float>(x.block_sums[static_cast<size_t>(bx)]),
+                      (dmin * static_cast<float>(m)) * dx, mins);
+    }
+  }
+  *out = reduce_lanes(acc) - mins;
+}
+
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+void dot_q4k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
+  const int64_t D = xs[0]->D;
+  const size_t rb = row_bytes(DType::Q4_K, D);
+  const __m256i m4 = _mm256_set1_epi8(15);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * rb;
+    __m256 acc[NT];
+    float mins[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm256_setzero_ps();
+      mins[t] = 0.f;
+    }
+    for (int64_t s = 0; s < D / 256; ++s) {
+      const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
+      uint16_t hd, hm;
+      std::memcpy(&hd, blk, 2);
+      std::memcpy(&hm, blk + 2, 2);
+      const float d = _cvtsh_ss(hd), dmin = _cvtsh_ss(hm);
+      for (int c = 0; c < 4; ++c) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
+        const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * c + h;
+          uint8_t sc, m;
+          kquant_scale_min(j, blk + 4, &sc, &m);
+          const float dsc = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
+          const int64_t bx = s * 8 + j;
+          for (int t = 0; t < NT; ++t) {
+            const Int8Vector& x = *xs[t];
+            const float dx = x.d[static_cast<size_t>(bx)];
+            const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(bx * kBlock)]));
+            const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nib[h], xq);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dsc * dx), acc[t]);
+            mins[t] = std::fma(static_cast<float>(x.block_sums[static_cast<size_t>(bx)]), dm * dx, mins[t]);
+          }
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[t]);
+      y[t * ldy + r] = reduce_lanes(lanes) - mins[t];
+    }
+  }
+}
+
+void dot_q4k_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
+                         float* y, int64_t ldy) {
+  for (int t0 = 0; t0 < nt; t0 += 4) {
+    switch (std::min(4, nt - t0)) {
+      case 4: dot_q4k_vnni<4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 3: dot_q4k_vnni<3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 2: dot_q4k_vnni<2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      default: dot_q4k_vnni<1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+    }
+  }
+}
+
 }  // namespace
 
 void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
@@ -252,6 +348,7 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
   if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
+  if (out.block_sums.size() < static_cast<size_t>(nb)) out.block_sums.resize(static_cast<size_t>(nb));
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -260,12 +357,15 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
     out.d[static_cast<size_t>(b)] = d;
     for (int64_t k = 0; k < kBlock; ++k)
       out.q[static_cast<size_t>(b * kBlock + k)] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
+    int32_t bsum = 0;
     for (int l = 0; l < 8; ++l) {
       int32_t s = 0;
       for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
       out.lane_sums[static_cast<size_t>(b * 8 + l)] = s;
       out.neg8_lane_sums[static_cast<size_t>(b * 8 + l)] = -8 * s;
+      bsum += s;
     }
+    out.block_sums[static_cast<size_t>(b)] = bsum;
   }
 }
 
@@ -276,7 +376,8 @@ void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& 
 
 void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
                           int n_tokens, float* y, int64_t ldy) {
-  SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
+  SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
+  if (int8_gemm_fast() && t == DType::Q4_K) return dot_q4k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
   if (int8_gemm_fast()) {
     return t == DType::Q8_0 ? dot_int8_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy)
                             : dot_int8_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
@@ -285,9 +386,12 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
 }
 
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
-  SMOE_CHECK(int8_gemm_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
+  SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
   const size_t rb = row_bytes(t, x.D);
-  for (int64_t r = 0; r < n_rows; ++r) dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    if (t == DType::Q4_K) dot_q4k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
+    else dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
+  }
 }
 
 void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out) {
@@ -333,6 +437,8 @@ bool int8_gemm_fast() {
 }
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+bool int8_dot_supports(DType t) { return int8_gemm_supports(t) || t == DType::Q4_K; }
 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                      int64_t ldy) {

@@ -19,6 +19,8 @@ constexpr int64_t kGemmMinTokens = 4;
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
 bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
+// Decode of q8_0/q4_0/q4_K: int8 activations too.
+bool use_int8_dot(DType t) { return int8_dot_supports(t) && int8_gemm_fast(); }
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
@@ -58,15 +60,15 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
   const size_t rb = row_bytes(w.dtype, D);
   if (T < kGemmMinTokens) {
     // Decode: fused dot products, weights streamed once per token.
-    const bool k_quant = w.dtype == DType::Q4_K || w.dtype == DType::Q5_K;
+    const bool k_quant = (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) && !use_int8_dot(w.dtype);
     thread_local std::vector<float> xsum;  // [T, D/32], grow-only
     if (k_quant) {
       if (xsum.size() < static_cast<size_t>(T * D / 32)) xsum.resize(static_cast<size_t>(T * D / 32));
       for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
     }
     const float* xs = k_quant ? xsum.data() : nullptr;
-    if (use_int8_activations(w.dtype)) {
-      // q8_0/q4_0: each token's activations quantized to int8 once, integer block dots.
+    if (use_int8_dot(w.dtype)) {
+      // q8_0/q4_0/q4_K: each token's activations quantized to int8 once, integer block dots.
       thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
       if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
       thread_local std::vector<const Int8Vector*> xp_buf;
