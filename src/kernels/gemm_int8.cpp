@@ -338,6 +338,110 @@ void dot_q4k_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* con
   }
 }
 
+// ---- q6_K rows against int8 activations ----
+// Value q - 32 with q = 4 low bits from ql and 2 high bits from qh (0..63), an int8 scale
+// per 16 values, d per 256. Per x block bx (32 values: two 16-value sub-blocks, lanes 0-3
+// and 4-7): isum_l = sum of q * x over the lane's 4 values - 32 * (their x sum), then
+// acc[l] = fma(isum_l, (d * sc) * dx, acc[l]); result reduce_lanes(acc).
+
+// q (0..63) of value i (0..255) of a q6_K block.
+int q6k_value(const uint8_t* blk, int i) {
+  const int h = i / 128, k = (i % 128) / 32, l = i % 32;
+  const uint8_t* ql = blk + 64 * h + 32 * (k % 2);
+  const uint8_t qh = blk[128 + 32 * h + l];
+  const int lo = k < 2 ? ql[l] & 15 : ql[l] >> 4;
+  return lo | (((qh >> (2 * k)) & 3) << 4);
+}
+
+void dot_q6k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
+  float acc[8] = {};
+  for (int64_t s = 0; s < x.D / 256; ++s) {
+    const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ6_K);
+    uint16_t hd;
+    std::memcpy(&hd, blk + 208, 2);
+    const float d = f16_to_f32_fast(hd);
+    const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
+    for (int jb = 0; jb < 8; ++jb) {
+      const int64_t bx = s * 8 + jb;
+      const float dx = x.d[static_cast<size_t>(bx)];
+      for (int l = 0; l < 8; ++l) {
+        int32_t isum = 0;
+        for (int i = 0; i < 4; ++i) {
+          const int v = 32 * jb + 4 * l + i;
+          isum += (q6k_value(blk, v) - 32) * x.q[static_cast<size_t>(bx * kBlock + 4 * l + i)];
+        }
+        const float scale = (d * static_cast<float>(sc[2 * jb + l / 4])) * dx;
+        acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
+      }
+    }
+  }
+  *out = reduce_lanes(acc);
+}
+
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+void dot_q6k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
+  const int64_t D = xs[0]->D;
+  const size_t rb = row_bytes(DType::Q6_K, D);
+  const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * rb;
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t s = 0; s < D / 256; ++s) {
+      const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ6_K);
+      uint16_t hd;
+      std::memcpy(&hd, blk + 208, 2);
+      const float d = _cvtsh_ss(hd);
+      const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
+        const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        const __m256i q[4] = {
+            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                            _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4))};
+        for (int k = 0; k < 4; ++k) {
+          const int jb = 4 * h + k;
+          const int64_t bx = s * 8 + jb;
+          const float s0 = d * static_cast<float>(sc[2 * jb]), s1 = d * static_cast<float>(sc[2 * jb + 1]);
+          for (int t = 0; t < NT; ++t) {
+            const Int8Vector& x = *xs[t];
+            const float dx = x.d[static_cast<size_t>(bx)];
+            const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(bx * kBlock)]));
+            const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg32_lane_sums[static_cast<size_t>(bx * 8)]));
+            const __m256i isum = _mm256_dpbusd_epi32(corr, q[k], xq);
+            const __m256 scale = _mm256_set_m128(_mm_set1_ps(s1 * dx), _mm_set1_ps(s0 * dx));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
+          }
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      alignas(32) float lanes[8];
+      _mm256_store_ps(lanes, acc[t]);
+      y[t * ldy + r] = reduce_lanes(lanes);
+    }
+  }
+}
+
+void dot_q6k_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
+                         float* y, int64_t ldy) {
+  for (int t0 = 0; t0 < nt; t0 += 4) {
+    switch (std::min(4, nt - t0)) {
+      case 4: dot_q6k_vnni<4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 3: dot_q6k_vnni<3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 2: dot_q6k_vnni<2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      default: dot_q6k_vnni<1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+    }
+  }
+}
+
 }  // namespace
 
 void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
@@ -349,6 +453,7 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.block_sums.size() < static_cast<size_t>(nb)) out.block_sums.resize(static_cast<size_t>(nb));
+  if (out.neg32_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg32_lane_sums.resize(static_cast<size_t>(nb * 8));
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -363,6 +468,7 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
       for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
       out.lane_sums[static_cast<size_t>(b * 8 + l)] = s;
       out.neg8_lane_sums[static_cast<size_t>(b * 8 + l)] = -8 * s;
+      out.neg32_lane_sums[static_cast<size_t>(b * 8 + l)] = -32 * s;
       bsum += s;
     }
     out.block_sums[static_cast<size_t>(b)] = bsum;
@@ -378,6 +484,7 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
                           int n_tokens, float* y, int64_t ldy) {
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
   if (int8_gemm_fast() && t == DType::Q4_K) return dot_q4k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
+  if (int8_gemm_fast() && t == DType::Q6_K) return dot_q6k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
   if (int8_gemm_fast()) {
     return t == DType::Q8_0 ? dot_int8_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy)
                             : dot_int8_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
@@ -390,6 +497,7 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
   const size_t rb = row_bytes(t, x.D);
   for (int64_t r = 0; r < n_rows; ++r) {
     if (t == DType::Q4_K) dot_q4k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
+    else if (t == DType::Q6_K) dot_q6k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
     else dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
   }
 }
@@ -438,7 +546,7 @@ bool int8_gemm_fast() {
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-bool int8_dot_supports(DType t) { return int8_gemm_supports(t) || t == DType::Q4_K; }
+bool int8_dot_supports(DType t) { return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q6_K; }
 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                      int64_t ldy) {
