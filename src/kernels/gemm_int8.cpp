@@ -245,11 +245,12 @@ void dot_int8_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* co
 // ---- q4_K rows against int8 activations ----
 // Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
 // and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
-// acc[l] = fma(isum_l, (d * sc_j) * dx, acc[l]); mins = fma(sum of x_q over the block,
-// (dmin * m_j) * dx, mins). Result: reduce_lanes(acc) - mins. Both kernels do exactly this.
+// acc[l] = fma(isum_l, (d * sc_j) * dx, acc[l]); the min terms go to 8 more lanes, one per
+// sub-block: macc[j] = fma(dmin * m_j, dx * float(sum of x_q over the block), macc[j]).
+// Result: reduce_lanes(acc) - reduce_lanes(macc). Both kernels do exactly this.
 
 void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
-  float acc[8] = {}, mins = 0.f;
+  float acc[8] = {}, macc[8] = {};
   for (int64_t s = 0; s < x.D / 256; ++s) {
     const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
     uint16_t hd, hm;
@@ -271,11 +272,10 @@ void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
         }
         acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
       }
-      mins = std::fma(static_cast<float>(x.block_sums[static_cast<size_t>(bx)]),
-                      (dmin * static_cast<float>(m)) * dx, mins);
+      macc[j] = std::fma(dmin * static_cast<float>(m), x.dsum[static_cast<size_t>(bx)], macc[j]);
     }
   }
-  *out = reduce_lanes(acc) - mins;
+  *out = reduce_lanes(acc) - reduce_lanes(macc);
 }
 
 template <int NT>
@@ -286,42 +286,48 @@ void dot_q4k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
   const __m256i m4 = _mm256_set1_epi8(15);
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * rb;
-    __m256 acc[NT];
-    float mins[NT];
-    for (int t = 0; t < NT; ++t) {
-      acc[t] = _mm256_setzero_ps();
-      mins[t] = 0.f;
-    }
+    __m256 acc[NT], macc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
     for (int64_t s = 0; s < D / 256; ++s) {
       const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
       uint16_t hd, hm;
       std::memcpy(&hd, blk, 2);
       std::memcpy(&hm, blk + 2, 2);
       const float d = _cvtsh_ss(hd), dmin = _cvtsh_ss(hm);
+      alignas(32) float dsc[8], dm[8];
+      for (int j = 0; j < 8; ++j) {
+        uint8_t sc, m;
+        kquant_scale_min(j, blk + 4, &sc, &m);
+        dsc[j] = d * static_cast<float>(sc);
+        dm[j] = dmin * static_cast<float>(m);
+      }
+      const __m256 dscv = _mm256_load_ps(dsc), dmv = _mm256_load_ps(dm);
+      __m256 scale[NT];  // (d * sc_j) * dx_j for the 8 sub-blocks
+      for (int t = 0; t < NT; ++t) {
+        const Int8Vector& x = *xs[t];
+        scale[t] = _mm256_mul_ps(dscv, _mm256_loadu_ps(&x.d[static_cast<size_t>(s * 8)]));
+        macc[t] = _mm256_fmadd_ps(dmv, _mm256_loadu_ps(&x.dsum[static_cast<size_t>(s * 8)]), macc[t]);
+      }
       for (int c = 0; c < 4; ++c) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
         const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
         for (int h = 0; h < 2; ++h) {
           const int j = 2 * c + h;
-          uint8_t sc, m;
-          kquant_scale_min(j, blk + 4, &sc, &m);
-          const float dsc = d * static_cast<float>(sc), dm = dmin * static_cast<float>(m);
           const int64_t bx = s * 8 + j;
           for (int t = 0; t < NT; ++t) {
-            const Int8Vector& x = *xs[t];
-            const float dx = x.d[static_cast<size_t>(bx)];
-            const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(bx * kBlock)]));
+            const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&xs[t]->q[static_cast<size_t>(bx * kBlock)]));
             const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nib[h], xq);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dsc * dx), acc[t]);
-            mins[t] = std::fma(static_cast<float>(x.block_sums[static_cast<size_t>(bx)]), dm * dx, mins[t]);
+            const __m256 sj = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(j));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), sj, acc[t]);
           }
         }
       }
     }
     for (int t = 0; t < NT; ++t) {
-      alignas(32) float lanes[8];
+      alignas(32) float lanes[8], mlanes[8];
       _mm256_store_ps(lanes, acc[t]);
-      y[t * ldy + r] = reduce_lanes(lanes) - mins[t];
+      _mm256_store_ps(mlanes, macc[t]);
+      y[t * ldy + r] = reduce_lanes(lanes) - reduce_lanes(mlanes);
     }
   }
 }
@@ -452,8 +458,8 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
   if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
-  if (out.block_sums.size() < static_cast<size_t>(nb)) out.block_sums.resize(static_cast<size_t>(nb));
   if (out.neg32_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg32_lane_sums.resize(static_cast<size_t>(nb * 8));
+  if (out.dsum.size() < static_cast<size_t>(nb)) out.dsum.resize(static_cast<size_t>(nb));
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -471,7 +477,7 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
       out.neg32_lane_sums[static_cast<size_t>(b * 8 + l)] = -32 * s;
       bsum += s;
     }
-    out.block_sums[static_cast<size_t>(b)] = bsum;
+    out.dsum[static_cast<size_t>(b)] = d * static_cast<float>(bsum);
   }
 }
 

@@ -50,7 +50,7 @@ struct Int8Vector {
   std::vector<float> d;
   std::vector<int32_t> lane_sums;
   std::vector<int32_t> neg8_lane_sums;  // -8 * lane_sums: q4_0's nibble offset, undone
-  std::vector<int32_t> block_sums;      // [D/32] sum of each block's q (q4_K's min terms)
+  std::vector<float> dsum;              // [D/32] d * block_sums: the block's x sum (q4_K's mins)
   std::vector<int32_t> neg32_lane_sums;  // -32 * lane_sums: q6_K's offset of 32, undone
 };
 void quantize_vector(const float* x, int64_t D, Int8Vector& out);
