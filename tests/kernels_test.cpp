@@ -184,7 +184,7 @@ TEST(Kernels, MatmulMatchesReferenceOnThreads) {
       matmul_ref(w, x.data(), yr.data(), T, nullptr);
       // The split across threads never changes a row's result.
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << dtype_name(t) << " T=" << T;
-      // int8 activations: q8_0/q4_0 always, q4_K/q6_K in decode (fewer than 4 tokens).
+      // int8 activations: q8_0/q4_0 always, K-quants in decode (fewer than 4 tokens).
       const bool int8 = (int8_gemm_supports(t) || (T < 4 && int8_dot_supports(t))) && int8_gemm_fast();
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], yr[i], int8 ? 0.5 : 2e-3) << dtype_name(t) << " T=" << T << " i=" << i;
@@ -199,7 +199,7 @@ namespace smoe {
 namespace {
 
 TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const int64_t blk = static_cast<int64_t>(dtype_info(t).block_elems);
     for (int64_t D = 0; D <= blk * (blk == 32 ? 9 : 3); D += blk) {
       for (size_t mis : {0, 1}) {

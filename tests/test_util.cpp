@@ -10,7 +10,12 @@
 namespace smoe::test {
 
 std::string temp_dir(const std::string& name) {
-  std::filesystem::path p = std::filesystem::path(SMOE_TEST_TMP) / name;
+  // Under a folder named after the running test: ctest runs tests in parallel processes,
+  // and two tests asking for the same name must not share (and race on) one folder.
+  std::filesystem::path p = std::filesystem::path(SMOE_TEST_TMP);
+  if (const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info())
+    p /= std::string(info->test_suite_name()) + "." + info->name();
+  p /= name;
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();

@@ -242,17 +242,21 @@ void dot_int8_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* co
   }
 }
 
-// ---- q4_K rows against int8 activations ----
+// ---- q4_K / q5_K rows against int8 activations ----
 // Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
 // and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
 // acc[l] = fma(isum_l, (d * sc_j) * dx, acc[l]); the min terms go to 8 more lanes, one per
 // sub-block: macc[j] = fma(dmin * m_j, dx * float(sum of x_q over the block), macc[j]).
 // Result: reduce_lanes(acc) - reduce_lanes(macc). Both kernels do exactly this.
 
-void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
+// q5_K (kHigh) is q4_K with a fifth bit per value: bit j of qh[l] for value l of
+// sub-block j (qh at offset 16, the nibbles at 48).
+template <bool kHigh>
+void dot_k45_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
+  constexpr size_t bb = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
   float acc[8] = {}, macc[8] = {};
   for (int64_t s = 0; s < x.D / 256; ++s) {
-    const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
+    const uint8_t* blk = row + static_cast<size_t>(s) * bb;
     uint16_t hd, hm;
     std::memcpy(&hd, blk, 2);
     std::memcpy(&hm, blk + 2, 2);
@@ -262,12 +266,13 @@ void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
       kquant_scale_min(j, blk + 4, &sc, &m);
       const int64_t bx = s * 8 + j;
       const float dx = x.d[static_cast<size_t>(bx)];
-      const uint8_t* qs = blk + 16 + 32 * (j / 2);
+      const uint8_t* qs = blk + (kHigh ? 48 : 16) + 32 * (j / 2);
       const float scale = (d * static_cast<float>(sc)) * dx;
       for (int l = 0; l < 8; ++l) {
         int32_t isum = 0;
         for (int i = 0; i < 4; ++i) {
-          const int q = j % 2 ? qs[4 * l + i] >> 4 : qs[4 * l + i] & 15;
+          int q = j % 2 ? qs[4 * l + i] >> 4 : qs[4 * l + i] & 15;
+          if constexpr (kHigh) q |= ((blk[16 + 4 * l + i] >> j) & 1) << 4;
           isum += q * x.q[static_cast<size_t>(bx * kBlock + 4 * l + i)];
         }
         acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
@@ -278,18 +283,20 @@ void dot_q4k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
   *out = reduce_lanes(acc) - reduce_lanes(macc);
 }
 
-template <int NT>
+template <bool kHigh, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-void dot_q4k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
+void dot_k45_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
   const int64_t D = xs[0]->D;
-  const size_t rb = row_bytes(DType::Q4_K, D);
+  const size_t rb = row_bytes(kHigh ? DType::Q5_K : DType::Q4_K, D);
+  constexpr size_t bb = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  const __m256i one = _mm256_set1_epi8(1);
   const __m256i m4 = _mm256_set1_epi8(15);
   for (int64_t r = 0; r < n_rows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * rb;
     __m256 acc[NT], macc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = macc[t] = _mm256_setzero_ps();
     for (int64_t s = 0; s < D / 256; ++s) {
-      const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ4_K);
+      const uint8_t* blk = row + static_cast<size_t>(s) * bb;
       uint16_t hd, hm;
       std::memcpy(&hd, blk, 2);
       std::memcpy(&hm, blk + 2, 2);
@@ -309,8 +316,15 @@ void dot_q4k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
         macc[t] = _mm256_fmadd_ps(dmv, _mm256_loadu_ps(&x.dsum[static_cast<size_t>(s * 8)]), macc[t]);
       }
       for (int c = 0; c < 4; ++c) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
-        const __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + (kHigh ? 48 : 16) + 32 * c));
+        __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
+        if constexpr (kHigh) {
+          // Bits 2c and 2c+1 of each qh byte (16-bit shifts, then one bit per byte kept).
+          const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+          for (int h = 0; h < 2; ++h)
+            nib[h] = _mm256_or_si256(nib[h], _mm256_slli_epi16(
+                _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + h)), one), 4));
+        }
         for (int h = 0; h < 2; ++h) {
           const int j = 2 * c + h;
           const int64_t bx = s * 8 + j;
@@ -332,14 +346,15 @@ void dot_q4k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
   }
 }
 
-void dot_q4k_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
+template <bool kHigh>
+void dot_k45_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
                          float* y, int64_t ldy) {
   for (int t0 = 0; t0 < nt; t0 += 4) {
     switch (std::min(4, nt - t0)) {
-      case 4: dot_q4k_vnni<4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 3: dot_q4k_vnni<3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 2: dot_q4k_vnni<2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      default: dot_q4k_vnni<1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 4: dot_k45_vnni<kHigh, 4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 3: dot_k45_vnni<kHigh, 3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 2: dot_k45_vnni<kHigh, 2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      default: dot_k45_vnni<kHigh, 1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
     }
   }
 }
@@ -489,7 +504,8 @@ void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& 
 void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
                           int n_tokens, float* y, int64_t ldy) {
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
-  if (int8_gemm_fast() && t == DType::Q4_K) return dot_q4k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
+  if (int8_gemm_fast() && t == DType::Q4_K) return dot_k45_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
+  if (int8_gemm_fast() && t == DType::Q5_K) return dot_k45_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy);
   if (int8_gemm_fast() && t == DType::Q6_K) return dot_q6k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
   if (int8_gemm_fast()) {
     return t == DType::Q8_0 ? dot_int8_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy)
@@ -502,7 +518,8 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
   const size_t rb = row_bytes(t, x.D);
   for (int64_t r = 0; r < n_rows; ++r) {
-    if (t == DType::Q4_K) dot_q4k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
+    if (t == DType::Q4_K) dot_k45_ref_row<false>(w + static_cast<size_t>(r) * rb, x, &y[r]);
+    else if (t == DType::Q5_K) dot_k45_ref_row<true>(w + static_cast<size_t>(r) * rb, x, &y[r]);
     else if (t == DType::Q6_K) dot_q6k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
     else dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
   }
@@ -552,7 +569,9 @@ bool int8_gemm_fast() {
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-bool int8_dot_supports(DType t) { return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q6_K; }
+bool int8_dot_supports(DType t) {
+  return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                      int64_t ldy) {
