@@ -1,4 +1,5 @@
-// gemm_int8.h: batched matmul for q8_0/q4_0 weights with int8 activations: each token's
+// gemm_int8.h: matmul with int8 activations, batched for q8_0/q4_0 weights and as decode
+// dot products also for q4_K/q5_K/q6_K: each token's
 // activations are quantized per 32-value block (as q8_0: scale amax/127, round to nearest),
 // and blocks are multiplied in integers (AVX-512 VNNI vpdpbusd where the CPU has it; a
 // scalar reference with the same arithmetic otherwise and in tests).
