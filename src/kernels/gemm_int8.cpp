@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/simd.h"
@@ -230,19 +231,6 @@ void dot_int8_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs
   }
 }
 
-template <bool kQ8>
-void dot_int8_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
-                          float* y, int64_t ldy) {
-  for (int t0 = 0; t0 < nt; t0 += 4) {
-    switch (std::min(4, nt - t0)) {
-      case 4: dot_int8_vnni<kQ8, 4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 3: dot_int8_vnni<kQ8, 3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 2: dot_int8_vnni<kQ8, 2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      default: dot_int8_vnni<kQ8, 1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-    }
-  }
-}
-
 // ---- q4_K / q5_K rows against int8 activations ----
 // Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
 // and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
@@ -347,19 +335,6 @@ void dot_k45_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
   }
 }
 
-template <bool kHigh>
-void dot_k45_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
-                         float* y, int64_t ldy) {
-  for (int t0 = 0; t0 < nt; t0 += 4) {
-    switch (std::min(4, nt - t0)) {
-      case 4: dot_k45_vnni<kHigh, 4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 3: dot_k45_vnni<kHigh, 3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 2: dot_k45_vnni<kHigh, 2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      default: dot_k45_vnni<kHigh, 1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-    }
-  }
-}
-
 // ---- q6_K rows against int8 activations ----
 // Value q - 32 with q = 4 low bits from ql and 2 high bits from qh (0..63), an int8 scale
 // per 16 values, d per 256. Per x block bx (32 values: two 16-value sub-blocks, lanes 0-3
@@ -452,14 +427,16 @@ void dot_q6k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
   }
 }
 
-void dot_q6k_vnni_tokens(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int nt,
-                         float* y, int64_t ldy) {
+// Calls kernel(std::integral_constant<int, NT>, t0) for the tokens in groups of up to 4:
+// the decode kernels take their token count as a template argument.
+template <class Kernel>
+void for_token_groups(int nt, Kernel&& kernel) {
   for (int t0 = 0; t0 < nt; t0 += 4) {
     switch (std::min(4, nt - t0)) {
-      case 4: dot_q6k_vnni<4>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 3: dot_q6k_vnni<3>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      case 2: dot_q6k_vnni<2>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
-      default: dot_q6k_vnni<1>(w, n_rows, xs + t0, y + t0 * ldy, ldy); break;
+      case 4: kernel(std::integral_constant<int, 4>{}, t0); break;
+      case 3: kernel(std::integral_constant<int, 3>{}, t0); break;
+      case 2: kernel(std::integral_constant<int, 2>{}, t0); break;
+      default: kernel(std::integral_constant<int, 1>{}, t0); break;
     }
   }
 }
@@ -505,14 +482,21 @@ void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& 
 void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
                           int n_tokens, float* y, int64_t ldy) {
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
-  if (int8_gemm_fast() && t == DType::Q4_K) return dot_k45_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
-  if (int8_gemm_fast() && t == DType::Q5_K) return dot_k45_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy);
-  if (int8_gemm_fast() && t == DType::Q6_K) return dot_q6k_vnni_tokens(w, n_rows, xs, n_tokens, y, ldy);
-  if (int8_gemm_fast()) {
-    return t == DType::Q8_0 ? dot_int8_vnni_tokens<true>(w, n_rows, xs, n_tokens, y, ldy)
-                            : dot_int8_vnni_tokens<false>(w, n_rows, xs, n_tokens, y, ldy);
+  if (!int8_gemm_fast()) {
+    for (int i = 0; i < n_tokens; ++i) dot_rows_int8_ref(t, w, n_rows, *xs[i], y + i * ldy);
+    return;
   }
-  for (int i = 0; i < n_tokens; ++i) dot_rows_int8_ref(t, w, n_rows, *xs[i], y + i * ldy);
+  for_token_groups(n_tokens, [&](auto nt, int t0) {
+    const Int8Vector* const* x = xs + t0;
+    float* yt = y + t0 * ldy;
+    switch (t) {
+      case DType::Q8_0: return dot_int8_vnni<true, nt()>(w, n_rows, x, yt, ldy);
+      case DType::Q4_0: return dot_int8_vnni<false, nt()>(w, n_rows, x, yt, ldy);
+      case DType::Q4_K: return dot_k45_vnni<false, nt()>(w, n_rows, x, yt, ldy);
+      case DType::Q5_K: return dot_k45_vnni<true, nt()>(w, n_rows, x, yt, ldy);
+      default: return dot_q6k_vnni<nt()>(w, n_rows, x, yt, ldy);
+    }
+  });
 }
 
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
