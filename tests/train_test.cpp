@@ -21,19 +21,12 @@ namespace smoe::train {
 namespace {
 
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.arch = "mixtral";
+  ModelConfig c = ::smoe::test::tiny_moe_config();  // mixtral, 2 layers, 4/2 heads, top-2
   c.dim = 8;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
   c.head_dim = 4;
   c.hidden_dim = 12;
   c.vocab_size = 19;
   c.n_experts = 4;
-  c.n_experts_used = 2;
-  c.has_router = true;
-  c.rope_theta = 10000.f;
   c.max_seq_len = 16;
   return c;
 }

@@ -22,8 +22,8 @@ constexpr int64_t kBlock = 32;
 constexpr int64_t kTokVec = 16;  // tokens per 512-bit vector of int32 lanes
 constexpr int64_t kRows = 6;     // rows per micro tile
 
-// One block's int8 values, returning their sum (scalar; the SIMD packer below agrees).
-int32_t unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
+// One block's int8 values and its f16 scale (scalar, for the references).
+void unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
   std::memcpy(h, blk, 2);
   if (t == DType::Q8_0) {
     std::memcpy(q, blk + 2, kBlock);
@@ -33,9 +33,6 @@ int32_t unpack_block(DType t, const uint8_t* blk, int8_t* q, uint16_t* h) {
       q[i + 16] = static_cast<int8_t>((blk[2 + i] >> 4) - 8);
     }
   }
-  int32_t sum = 0;
-  for (int i = 0; i < kBlock; ++i) sum += q[i];
-  return sum;
 }
 
 // Weight values 4g..4g+3 of a block, broadcast to every 32-bit lane, as the unsigned
@@ -449,7 +446,6 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   const int64_t nb = D / kBlock;
   if (out.q.size() < static_cast<size_t>(D)) out.q.resize(static_cast<size_t>(D));
   if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
-  if (out.lane_sums.size() < static_cast<size_t>(nb * 8)) out.lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.neg32_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg32_lane_sums.resize(static_cast<size_t>(nb * 8));
   if (out.dsum.size() < static_cast<size_t>(nb)) out.dsum.resize(static_cast<size_t>(nb));
@@ -465,7 +461,6 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
     for (int l = 0; l < 8; ++l) {
       int32_t s = 0;
       for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
-      out.lane_sums[static_cast<size_t>(b * 8 + l)] = s;
       out.neg8_lane_sums[static_cast<size_t>(b * 8 + l)] = -8 * s;
       out.neg32_lane_sums[static_cast<size_t>(b * 8 + l)] = -32 * s;
       bsum += s;

@@ -44,16 +44,16 @@ void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
                          int64_t ldy);
 
 // ---- decode (one token against many rows) ----
-// x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and lane_sums
-// [D/32][8]: the sums of each 4 consecutive q (one 32-bit lane of the kernel), and -8 times those.
+// x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and per block and
+// 32-bit lane of the kernel ([D/32][8]) the sum s of 4 consecutive q, stored as -8 s and
+// -32 s (the offsets the q4_0 and q6_K kernels undo).
 struct Int8Vector {
   int64_t D = 0;
   std::vector<int8_t> q;
   std::vector<float> d;
-  std::vector<int32_t> lane_sums;
-  std::vector<int32_t> neg8_lane_sums;  // -8 * lane_sums: q4_0's nibble offset, undone
+  std::vector<int32_t> neg8_lane_sums;  // -8 s: q4_0's nibble offset, undone
   std::vector<float> dsum;              // [D/32] d * block_sums: the block's x sum (q4_K's mins)
-  std::vector<int32_t> neg32_lane_sums;  // -32 * lane_sums: q6_K's offset of 32, undone
+  std::vector<int32_t> neg32_lane_sums;  // -32 s: q6_K's offset of 32, undone
 };
 void quantize_vector(const float* x, int64_t D, Int8Vector& out);
 
