@@ -212,7 +212,10 @@ TEST(Server, MetricsMoveAsRequestsAreServed) {
     prompt += r.body["usage"]["prompt_tokens"].get<int64_t>();
     generated += r.body["usage"]["completion_tokens"].get<int64_t>();
   }
+  EXPECT_EQ(test::get(port, "/no/such/path").status, 404);
   const std::string after = test::get(port, "/metrics").raw;
+  // Counted before the response is sent, so a client sees its own request counted.
+  EXPECT_EQ(test::metric(after, "smoe_http_requests_total{path=\"other\",status=\"404\"}"), 1);
   EXPECT_EQ(test::metric(after, "smoe_prompt_tokens_total"), prompt);
   EXPECT_EQ(test::metric(after, "smoe_generated_tokens_total"), generated);
   EXPECT_EQ(test::metric(after, "smoe_requests_submitted_total"), 3);

@@ -244,7 +244,9 @@ void ApiServer::Impl::routes() {
   http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     send_error(res, 500, "internal error", "server_error");
   });
-  http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+  // Counted before the response is written (the logger runs after, so a client could read
+  // /metrics before its own request was counted).
+  http.set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     std::lock_guard<std::mutex> lock(counts_mu);
     ++counts[{path_label(req.path), res.status}];
   });
@@ -467,7 +469,7 @@ void ApiServer::start() {
 void ApiServer::load() {
   Impl& m = *impl_;
   if (m.opts.load_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(m.opts.load_delay_ms));
-  m.model = load_model(m.opts.model_path);
+  m.model = load_model(m.opts.model_path, m.opts.load);
   m.pool = std::make_unique<ThreadPool>(m.opts.threads);
   m.scheduler = std::make_unique<Scheduler>(*m.model, m.opts.scheduler, m.pool.get());
   m.ready = true;
