@@ -1,9 +1,11 @@
 // cmd_bench.cpp: `smoe bench`: prompt-processing and generation tokens/s (median and
 // spread over repetitions), peak memory, and the decode roofline.
+#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "model/model.h"
 #include "core/error.h"
 #include "runtime/bench.h"
 
@@ -13,6 +15,7 @@ namespace {
 
 struct BenchArgs {
   std::string model;
+  LoadOptions load;
   BenchOptions opts;
   int threads = 0;
   bool json = false;
@@ -21,11 +24,15 @@ struct BenchArgs {
 void run_bench_cmd(const BenchArgs& a) {
   SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads,
              " is out of range (expected 1..1024; 0 = all cores)");
-  std::unique_ptr<Model> model = load_model(a.model);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
+  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const char* placement = model->weights_in_memory ? "memory" : "mmap";
   ThreadPool pool(a.threads);
-  std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps\n",
+  std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps; weights in %s "
+               "(loaded in %.2f s)\n",
                model->config.summary().c_str(), pool.size(), (long long)a.opts.n_prompt,
-               (long long)a.opts.n_gen, a.opts.reps);
+               (long long)a.opts.n_gen, a.opts.reps, placement, load_s);
   BenchResult r = run_bench(*model, pool, a.opts);
   auto stats = [](const Stats& s) {
     return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
@@ -36,6 +43,8 @@ void run_bench_cmd(const BenchArgs& a) {
       {"n_prompt", a.opts.n_prompt},
       {"n_gen", a.opts.n_gen},
       {"reps", a.opts.reps},
+      {"weights", placement},
+      {"load_s", load_s},
       {"pp_tokens_per_s", r.pp_tokens_per_s.median},
       {"tg_tokens_per_s", r.tg_tokens_per_s.median},
       {"pp", stats(r.pp_tokens_per_s)},
@@ -64,6 +73,7 @@ void register_bench(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = app.add_subcommand("bench", "measure prompt and generation speed and the decode roofline");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("-p,--n-prompt", args->opts.n_prompt, "prompt tokens per pass")->capture_default_str();
   cmd->add_option("-n,--n-gen", args->opts.n_gen, "generated tokens")->capture_default_str();
   cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();

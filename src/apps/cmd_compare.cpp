@@ -15,6 +15,7 @@ namespace smoe {
 namespace {
 
 struct CompareArgs {
+  LoadOptions load;
   std::string model, file, split = "all";
   std::vector<std::string> others;
   int64_t ctx = 0, max_tokens = 0;
@@ -53,10 +54,10 @@ void run_compare(const CompareArgs& a) {
   SMOE_CHECK(a.max_tokens >= 0, "--max-tokens ", a.max_tokens, " must be >= 0 (0: the whole text)");
   SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads, " is out of range (expected 1..1024; 0 = all cores)");
   const std::string text = select_split(read_eval_text(a.file), split, a.file);
-  std::unique_ptr<Model> base = load_model(a.model);
+  std::unique_ptr<Model> base = load_model(a.model, a.load);
   std::vector<std::unique_ptr<Model>> others;
   for (const std::string& path : a.others) {
-    others.push_back(load_model(path));
+    others.push_back(load_model(path, a.load));
     check_comparable(*base, *others.back(), text.substr(0, 4096));
   }
   int64_t max_ctx = base->config.max_seq_len;
@@ -122,6 +123,7 @@ void register_compare(CLI::App& app) {
       "both perplexities. The text is tokenized once with BOS first and cut into consecutive windows of "
       "--ctx tokens, each a fresh sequence; every position is compared");
   add_model_option(*cmd, args->model, "BASE model");
+  add_load_option(*cmd, args->load);
   cmd->add_option("--vs", args->others, "model(s) to compare with the base (repeat --vs for several)")->required();
   cmd->add_option("-f,--file", args->file, "text file (UTF-8)")->required();
   cmd->add_option("--split", args->split,

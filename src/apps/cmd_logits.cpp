@@ -13,6 +13,7 @@ namespace smoe {
 namespace {
 
 struct LogitsArgs {
+  LoadOptions load;
   std::string model, tokens, out;
   int threads = 0;
 };
@@ -20,7 +21,7 @@ struct LogitsArgs {
 void run_logits(const LogitsArgs& a) {
   std::vector<int32_t> tokens = parse_token_list(a.tokens, "--tokens");
   SMOE_CHECK(!tokens.empty(), "--tokens: no token ids given");
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   const ModelConfig& c = model->config;
   SMOE_CHECK(static_cast<int64_t>(tokens.size()) <= c.max_seq_len, "--tokens: ", tokens.size(),
              " tokens exceed the model's context length ", c.max_seq_len);
@@ -45,6 +46,7 @@ void register_logits(CLI::App& app) {
   auto args = std::make_shared<LogitsArgs>();
   CLI::App* cmd = app.add_subcommand("logits", "write the logits of every position of a token sequence");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("--tokens", args->tokens, "token ids: 1,2,3 (BOS is not added)")->required();
   cmd->add_option("--out", args->out, "output file: float32 little-endian, [tokens, vocab_size]")->required();
   cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();

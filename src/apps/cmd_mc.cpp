@@ -14,6 +14,7 @@ namespace smoe {
 namespace {
 
 struct McArgs {
+  LoadOptions load;
   std::string model, file;
   int64_t limit = 0;
   int threads = 0;
@@ -25,7 +26,7 @@ void run_mc_cmd(const McArgs& a) {
   SMOE_CHECK(a.threads >= 0 && a.threads <= 1024, "-t ", a.threads, " is out of range (expected 1..1024; 0 = all cores)");
   std::vector<McQuestion> questions = parse_mc_jsonl(read_eval_text(a.file), a.file);
   if (a.limit > 0 && static_cast<int64_t>(questions.size()) > a.limit) questions.resize(a.limit);
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   ThreadPool pool(a.threads);
   progress("mc", cat(a.file, ": ", questions.size(), " questions"), true);
   const McResult r = run_mc(*model, questions, &pool, "mc");
@@ -71,6 +72,7 @@ void register_mc(CLI::App& app) {
       "{\"context\": str, \"choices\": [str, ...], \"label\": index} per line (\"question\" and "
       "\"answer\", also as a letter, are accepted); choices are appended to the context as given");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("-f,--file", args->file, "task file, JSON Lines")->required();
   cmd->add_option("--limit", args->limit, "score only the first N questions (0: all)")->capture_default_str();
   cmd->add_option("-t,--threads", args->threads, "threads (0: all cores)")->capture_default_str();

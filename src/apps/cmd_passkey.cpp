@@ -14,6 +14,7 @@ namespace smoe {
 namespace {
 
 struct PasskeyArgs {
+  LoadOptions load;
   std::string model, lengths, positions = "0,0.25,0.5,0.75,1";
   int64_t trials = 2, digits = 5;
   uint64_t seed = 0;
@@ -26,7 +27,7 @@ void run_passkey_cmd(const PasskeyArgs& a) {
   PasskeyOptions opts;
   opts.depths = parse_double_list(a.positions, "--positions");
   if (!a.lengths.empty()) opts.lengths = parse_int_list(a.lengths, "--lengths");
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   const ModelConfig& c = model->config;
   if (opts.lengths.empty()) {
     for (int64_t len : {256, 512, 1024, 2048, 4096})
@@ -86,6 +87,7 @@ void register_passkey(CLI::App& app) {
       "tokens (BOS included, as much filler as fits); the model answers by greedy decoding and is right "
       "when the first number it writes is the key. Prints the accuracy grid over lengths and depths");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("--lengths", args->lengths,
                   "prompt lengths in tokens, e.g. 512,1024 (default: 256,512,1024,2048,4096 up to the model's "
                   "context length)");

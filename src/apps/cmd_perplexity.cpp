@@ -16,6 +16,7 @@ namespace smoe {
 namespace {
 
 struct PerplexityArgs {
+  LoadOptions load;
   std::string model, file, split = "all", sweep;
   int64_t ctx = 0, stride = 0, max_tokens = 0;
   int threads = 0;
@@ -41,7 +42,7 @@ void run_perplexity(const PerplexityArgs& a) {
   std::vector<int64_t> sweep;
   if (!a.sweep.empty()) sweep = parse_int_list(a.sweep, "--sweep");
 
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   const ModelConfig& c = model->config;
   const int64_t ctx = a.ctx > 0 ? a.ctx : std::min<int64_t>(1024, c.max_seq_len);
   SMOE_CHECK(ctx >= 2 && ctx <= c.max_seq_len, "--ctx ", ctx, " is out of range (expected 2..", c.max_seq_len,
@@ -118,6 +119,7 @@ void register_perplexity(CLI::App& app) {
       "exp(mean negative log-likelihood). Also reports perplexity by context length and, with --sweep, "
       "by window length. The project's figures use --split val on tinyshakespeare.txt");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("-f,--file", args->file, "text file (UTF-8)")->required();
   cmd->add_option("--split", args->split,
                   "part of the text: all, train (first 90% of characters) or val (the validation split: the "

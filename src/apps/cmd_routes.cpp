@@ -18,6 +18,7 @@ namespace smoe {
 namespace {
 
 struct RoutesArgs {
+  LoadOptions load;
   std::string model, out, split = "all", layers;
   std::vector<std::string> files, domains;
   int64_t ctx = 0, max_tokens = 0, html_tokens = 1000;
@@ -86,7 +87,7 @@ void run_routes(const RoutesArgs& a) {
     texts.emplace_back();
     for (const std::string& f : d.files) texts.back().push_back(select_split(read_eval_text(f), split, f));
   }
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   const ModelConfig& c = model->config;
   SMOE_CHECK(c.has_router && c.n_experts >= 2, a.model, ": a dense model (", c.n_experts,
              " expert, no router) has no routing to analyse");
@@ -129,6 +130,7 @@ void register_routes(CLI::App& app) {
       "DIR/routes.json (every figure), routes.md, routes.html (tokens coloured by first-choice expert) and "
       "SVG charts; prints the repetition table");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("-f,--file", args->files, "text file(s); each is a domain named after the file");
   cmd->add_option("--domain", args->domains, "NAME=FILE: add FILE to domain NAME (repeat for more files or domains)");
   cmd->add_option("--out", args->out, "output folder (created if missing)")->required();

@@ -17,6 +17,7 @@ namespace smoe {
 namespace {
 
 struct RunArgs {
+  LoadOptions load;
   std::string model, prompt, prompt_tokens;
   std::vector<std::string> stop;
   int64_t n_predict = 128;
@@ -34,7 +35,7 @@ void run(const RunArgs& a) {
   SMOE_CHECK(!a.prompt.empty() || !a.prompt_tokens.empty(),
              "no prompt: give -p TEXT or --prompt-tokens 1,2,3");
   const auto t0 = std::chrono::steady_clock::now();
-  std::unique_ptr<Model> model = load_model(a.model);
+  std::unique_ptr<Model> model = load_model(a.model, a.load);
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   const ModelConfig& c = model->config;
@@ -121,6 +122,7 @@ void register_run(CLI::App& app) {
   auto args = std::make_shared<RunArgs>();
   CLI::App* cmd = app.add_subcommand("run", "generate text from a prompt");
   add_model_option(*cmd, args->model);
+  add_load_option(*cmd, args->load);
   cmd->add_option("-p,--prompt", args->prompt, "prompt text (BOS is added)");
   cmd->add_option("--prompt-tokens", args->prompt_tokens, "prompt as token ids: 1,2,3");
   cmd->add_option("-n,--n-predict", args->n_predict, "tokens to generate at most")->capture_default_str();

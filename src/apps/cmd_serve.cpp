@@ -68,6 +68,7 @@ void register_serve(CLI::App& app) {
   auto opts = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server with continuous batching");
   add_model_option(*cmd, opts->model_path);
+  add_load_option(*cmd, opts->load);
   cmd->add_option("--host", opts->host, "address to listen on")->capture_default_str();
   cmd->add_option("--port", opts->port, "port (0: any free port)")->capture_default_str();
   cmd->add_option("--parallel", opts->scheduler.n_slots, "sequences generated at once (slots)")->capture_default_str();

@@ -10,6 +10,7 @@
 namespace smoe {
 
 class Tokenizer;
+struct LoadOptions;
 
 void register_run(CLI::App& app);
 void register_logits(CLI::App& app);
@@ -30,6 +31,8 @@ void register_serve(CLI::App& app);
 std::string default_model_path();
 // Adds "-m,--model" bound to `path`, defaulting to default_model_path().
 void add_model_option(CLI::App& cmd, std::string& path, const std::string& what = "MODEL");
+// Adds "--load mmap|memory|auto" bound to opts.weights and sets it to auto.
+void add_load_option(CLI::App& cmd, LoadOptions& opts);
 // Parses "1,2,3" (commas and/or spaces) into ids; throws naming `what` on bad text.
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& what);
 // A tokenizer from a model (GGUF file, HF or Mistral folder) or a tokenizer.model file.

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "apps/commands.h"
 #include "core/error.h"
@@ -21,6 +22,19 @@ void add_model_option(CLI::App& cmd, std::string& path, const std::string& what)
   cmd.add_option("-m,--model", path,
                  what + ": a GGUF file, a Hugging Face folder or a Mistral consolidated folder")
       ->capture_default_str();
+}
+
+void add_load_option(CLI::App& cmd, LoadOptions& opts) {
+  opts.weights = WeightPlacement::kAuto;
+  const std::map<std::string, WeightPlacement> names{{"mmap", WeightPlacement::kMapped},
+                                                      {"memory", WeightPlacement::kMemory},
+                                                      {"auto", WeightPlacement::kAuto}};
+  cmd.add_option("--load", opts.weights,
+                 "where the weights live: mmap (mapped files, nothing copied), memory (copied "
+                 "into huge-page memory: faster decoding, about 1 s per 3 GB to load) or auto "
+                 "(memory when the weights take at most 3/4 of available memory)")
+      ->transform(CLI::CheckedTransformer(names))
+      ->default_str("auto");
 }
 
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& what) {

@@ -1,4 +1,4 @@
-// mapped_file.cpp: POSIX mmap of read-only files.
+// mapped_file.cpp: POSIX mmap of read-only files and of anonymous huge-page memory.
 #include "core/mapped_file.h"
 
 #include <fcntl.h>
@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -43,6 +44,33 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+HugePageBuffer::HugePageBuffer(size_t size, const std::string& what) : size_(size) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  if (size == 0) return;
+  // Round up and over-allocate one huge page so the data can start on a 2 MiB boundary.
+  map_size_ = (size + kHuge - 1) / kHuge * kHuge + kHuge;
+  void* p = ::mmap(nullptr, map_size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    fail(what, ": cannot allocate ", size, " bytes of memory (", std::strerror(errno), ")");
+  map_ = p;
+  const uintptr_t a = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) / kHuge * kHuge;
+  data_ = reinterpret_cast<uint8_t*>(a);
+  // Advice only: kernels without transparent huge pages keep 4 KiB pages.
+  (void)::madvise(data_, map_size_ - (a - reinterpret_cast<uintptr_t>(p)), MADV_HUGEPAGE);
+}
+
+HugePageBuffer::~HugePageBuffer() {
+  if (map_) ::munmap(map_, map_size_);
+}
+
+size_t available_memory_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("MemAvailable:", 0) == 0) return std::strtoull(line.c_str() + 13, nullptr, 10) * 1024;
+  return 0;
 }
 
 std::string read_text_file(const std::string& path) {

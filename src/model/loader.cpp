@@ -1,6 +1,7 @@
 // loader.cpp: builds a Model from GGUF files, Hugging Face folders and Mistral
-// consolidated folders. Weights stay in the mapped files; only HF q/k projections (whose
-// rows HF permutes for rotate-half RoPE) are copied, un-permuted, into owned buffers.
+// consolidated folders. Weights stay in the mapped files (unless LoadOptions moves them into
+// memory); only HF q/k projections (whose rows HF permutes for rotate-half RoPE) are
+// copied, un-permuted, into owned buffers.
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -326,12 +327,17 @@ std::unique_ptr<Model> load_mistral(const std::string& dir) {
 
 }  // namespace
 
-std::unique_ptr<Model> load_model(const std::string& path) {
+std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
   const std::string format = detect_format(path);
-  if (format == "gguf") return load_gguf(path);
-  if (format == "hf") return load_hf(path);
-  if (format == "mistral") return load_mistral(path);
-  fail(path, ": is a config file without weights; give the model folder or a GGUF file");
+  std::unique_ptr<Model> m;
+  if (format == "gguf") m = load_gguf(path);
+  else if (format == "hf") m = load_hf(path);
+  else if (format == "mistral") m = load_mistral(path);
+  else fail(path, ": is a config file without weights; give the model folder or a GGUF file");
+  if (resolve_weight_placement(opts.weights, weight_bytes(*m), available_memory_bytes()) ==
+      WeightPlacement::kMemory)
+    move_weights_to_memory(*m);
+  return m;
 }
 
 }  // namespace smoe

@@ -35,6 +35,16 @@ struct ModelStorage {
   virtual ~ModelStorage() = default;
 };
 
+// Where the weights live (model/weight_memory.cpp). kMapped: views into the memory-mapped
+// files (nothing copied, pages read in on first use). kMemory: copied once into one
+// huge-page buffer and the files unmapped. kAuto: kMemory when the weights take at most
+// 3/4 of available memory, else kMapped.
+enum class WeightPlacement { kMapped, kMemory, kAuto };
+
+struct LoadOptions {
+  WeightPlacement weights = WeightPlacement::kMapped;
+};
+
 struct Model {
   ModelConfig config;
   std::string path;    // what it was loaded from
@@ -45,6 +55,7 @@ struct Model {
   std::vector<LayerWeights> layers;
   std::unique_ptr<Tokenizer> tokenizer;  // may be null (synthetic models)
   size_t file_bytes = 0;                 // size of the weight files on disk
+  bool weights_in_memory = false;        // copied into huge-page memory (else mapped)
 
   // Every weight tensor (experts of stacked GGUF tensors appear one slice each).
   std::vector<const TensorView*> all_tensors() const;
@@ -60,7 +71,19 @@ struct Model {
 // Loads a model from a GGUF file, a Hugging Face folder (config.json + safetensors) or a
 // Mistral consolidated folder (params.json + consolidated.safetensors), detected from the
 // path. Throws smoe::Error naming the file, tensor or field on any problem.
-std::unique_ptr<Model> load_model(const std::string& path);
+std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opts = {});
+
+// "mmap" | "memory" | "auto" (throws naming the text and the choices otherwise), and back.
+WeightPlacement parse_weight_placement(const std::string& text);
+const char* weight_placement_name(WeightPlacement p);
+// kAuto resolved for weights of `weight_bytes` with `available` bytes of memory free.
+WeightPlacement resolve_weight_placement(WeightPlacement p, size_t weight_bytes, size_t available);
+// Bytes of all distinct weight tensors.
+size_t weight_bytes(const Model& m);
+// Copies every weight into one huge-page buffer, repoints the views and releases the
+// mapped files and other owned buffers. Decoding streams every active weight once per
+// token; from 2 MiB pages it runs measurably faster than from 4 KiB file pages.
+void move_weights_to_memory(Model& m);
 
 // Detects what `path` is: "gguf", "hf", "mistral", "hf-config", "mistral-config" or throws.
 std::string detect_format(const std::string& path);

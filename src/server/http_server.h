@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "model/model.h"
 #include "runtime/scheduler.h"
 #include "server/metrics.h"
 
@@ -22,6 +23,7 @@ namespace smoe {
 
 struct ServeOptions {
   std::string model_path;
+  LoadOptions load;  // where the weights live
   std::string model_name;  // the id clients use; default: the model file or folder name
   std::string host = "127.0.0.1";
   int port = 8080;         // 0: any free port (see bind())
