@@ -48,8 +48,8 @@ struct Comparison {
   bool greedy_equal = true;
 };
 
-Comparison compare(const std::string& model_path, const std::string& ref_dir) {
-  std::unique_ptr<Model> model = load_model(model_path);
+Comparison compare(const std::string& model_path, const std::string& ref_dir, const LoadOptions& load = {}) {
+  std::unique_ptr<Model> model = load_model(model_path, load);
   Reference ref = load_reference(ref_dir);
   EXPECT_EQ(model->config.vocab_size, ref.vocab);
   const int64_t V = ref.vocab;
@@ -126,16 +126,21 @@ TEST(Reference, GgufF16) {
 
 // Quantized files: mean KL(reference || smoe) no worse than llama.cpp's on the same files
 // (fixtures README: q8_0 0.0016, q4_0 0.186).
+// Also with the weights in memory, repacked for the x16 kernels where the CPU has them.
 TEST(Reference, GgufQ8_0KLNoWorseThanLlamaCpp) {
   SMOE_REQUIRE_FIXTURES();
-  Comparison c = compare(test::fixture("models/tiny-mixtral-A-q8_0.gguf"), test::fixture(kA));
-  EXPECT_LE(c.mean_kl, 0.0016);
+  for (WeightPlacement p : {WeightPlacement::kMapped, WeightPlacement::kMemory}) {
+    Comparison c = compare(test::fixture("models/tiny-mixtral-A-q8_0.gguf"), test::fixture(kA), {p});
+    EXPECT_LE(c.mean_kl, 0.0016) << weight_placement_name(p);
+  }
 }
 
 TEST(Reference, GgufQ4_0KLNoWorseThanLlamaCpp) {
   SMOE_REQUIRE_FIXTURES();
-  Comparison c = compare(test::fixture("models/tiny-mixtral-A-q4_0.gguf"), test::fixture(kA));
-  EXPECT_LE(c.mean_kl, 0.186);
+  for (WeightPlacement p : {WeightPlacement::kMapped, WeightPlacement::kMemory}) {
+    Comparison c = compare(test::fixture("models/tiny-mixtral-A-q4_0.gguf"), test::fixture(kA), {p});
+    EXPECT_LE(c.mean_kl, 0.186) << weight_placement_name(p);
+  }
 }
 
 // The CLI's logits and greedy run agree with the library (and so with the reference).

@@ -1,12 +1,15 @@
 // weight_memory_test.cpp: weight placement (model/weight_memory.cpp): models whose weights
-// were moved into huge-page memory hold the same bytes and give the same logits as mapped
-// ones, for GGUF (stacked and per-expert, quantized, tied embeddings) and HF folders; the
-// auto policy; the CLI's --load option.
+// were moved into huge-page memory (q8_0 matrices repacked or not) hold the same rows and
+// give the same logits as mapped ones, for GGUF (stacked and per-expert, quantized, tied
+// embeddings) and HF folders; the auto policy; the CLI's --load and --no-repack options.
+#include <cmath>
 #include <cstring>
 #include <fstream>
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "kernels/gemm_int8.h"
+#include "kernels/gemm_x16.h"
 #include "model/model_writer.h"
 #include "model/synth.h"
 #include "model/transformer.h"
@@ -23,35 +26,69 @@ std::vector<float> logits_of(const Model& m) {
   return logits;
 }
 
-// Loads `path` both ways and checks the in-memory copy against the mapped model.
-void expect_same_in_memory(const std::string& path) {
+// Loads `path` mapped and in memory (repacked or not) and checks the copy against the
+// mapped model: the same bytes (row by row where repacked), the same logits (bit for bit
+// unless repacked: the repacked kernels sum in another order).
+void expect_same_in_memory(const std::string& path, bool repack, bool has_q8) {
   std::unique_ptr<Model> mapped = load_model(path, {WeightPlacement::kMapped});
-  std::unique_ptr<Model> mem = load_model(path, {WeightPlacement::kMemory});
+  std::unique_ptr<Model> mem = load_model(path, {WeightPlacement::kMemory, repack});
   EXPECT_FALSE(mapped->weights_in_memory);
   ASSERT_TRUE(mem->weights_in_memory);
   const std::vector<const TensorView*> a = mapped->all_tensors(), b = mem->all_tensors();
   ASSERT_EQ(a.size(), b.size());
+  int n_packed = 0;
   for (size_t k = 0; k < a.size(); ++k) {
     SCOPED_TRACE(a[k]->name);
     ASSERT_EQ(a[k]->nbytes, b[k]->nbytes);
     ASSERT_EQ(a[k]->data == nullptr, b[k]->data == nullptr);
+    EXPECT_FALSE(a[k]->x16);
     if (!a[k]->data) continue;
     EXPECT_NE(a[k]->data, b[k]->data);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(b[k]->data) % 64, 0u);
-    EXPECT_EQ(std::memcmp(a[k]->data, b[k]->data, a[k]->nbytes), 0);
+    if (b[k]->x16) {
+      ++n_packed;
+      const int64_t D = a[k]->shape.back(), N = a[k]->numel() / D;
+      const size_t rb = row_bytes(a[k]->dtype, D);
+      std::vector<uint8_t> row(rb);
+      for (int64_t r = 0; r < N; ++r) {
+        unpack_x16_row(b[k]->dtype, b[k]->data, D, r, row.data());
+        ASSERT_EQ(std::memcmp(row.data(), a[k]->data + r * rb, rb), 0) << "row " << r;
+      }
+    } else {
+      EXPECT_EQ(std::memcmp(a[k]->data, b[k]->data, a[k]->nbytes), 0);
+    }
   }
+  // Repacked exactly where asked and possible: the q8_0 expert matrices.
+  EXPECT_EQ(n_packed > 0, repack && has_q8 && int8_gemm_fast());
   if (mem->config.tie_embeddings) {
     EXPECT_EQ(mem->output.data, mem->tok_embd.data);
   }
   EXPECT_EQ(weight_bytes(*mapped), weight_bytes(*mem));
-  // Bit for bit: the same kernels read the same bytes.
   const std::vector<float> want = logits_of(*mapped), got = logits_of(*mem);
   ASSERT_EQ(want.size(), got.size());
-  EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0);
+  if (n_packed == 0) {
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0);
+  } else {
+    float scale = 0, diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) {
+      scale = std::max(scale, std::fabs(want[i]));
+      diff = std::max(diff, std::fabs(want[i] - got[i]));
+    }
+    EXPECT_LE(diff, 1e-4f * scale);
+  }
   // Moving twice is a no-op.
   const uint8_t* before = mem->tok_embd.data;
   move_weights_to_memory(*mem);
   EXPECT_EQ(mem->tok_embd.data, before);
+  // A repacked model cannot be written out (its rows are not in file order).
+  if (n_packed > 0) {
+    try {
+      save_gguf(*mem, path + ".out.gguf");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--load mmap"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
@@ -74,12 +111,13 @@ TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
       };
       const std::string path = dir + "/m" + std::to_string(tied) + std::to_string(per_expert) + ".gguf";
       save_gguf(*m, path, o);
-      expect_same_in_memory(path);
+      expect_same_in_memory(path, false, true);
+      expect_same_in_memory(path, true, true);
     }
     SCOPED_TRACE("hf");  // q/k projections live in owned buffers (un-permuted at load)
     const std::string hf = dir + "/hf" + std::to_string(tied);
     save_hf(*m, hf);
-    expect_same_in_memory(hf);
+    expect_same_in_memory(hf, true, false);  // f32: nothing to repack
   }
 }
 
@@ -104,16 +142,17 @@ TEST(WeightMemory, AutoChoosesMemoryOnlyWhenItFits) {
 
 TEST(WeightMemory, CliLoadOption) {
   const std::string dir = test::temp_dir("weight_memory_cli");
-  std::string out[2];
-  for (int k = 0; k < 2; ++k) {
+  // The default model is f32: nothing to repack, so every placement gives the same bytes.
+  const char* opts[] = {" --load mmap", " --load memory", " --load memory --no-repack", ""};
+  std::string out[4];
+  for (int k = 0; k < 4; ++k) {
     const std::string f = dir + "/logits" + std::to_string(k);
-    test::CmdResult r = test::run_smoe(std::string("logits --tokens 1,20,30,40 -t 2 --out ") + f +
-                                       (k ? " --load memory" : " --load mmap"));
+    test::CmdResult r = test::run_smoe("logits --tokens 1,20,30,40 -t 2 --out " + f + opts[k]);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     out[k] = test::read_file(f);
+    EXPECT_EQ(out[k], out[0]) << opts[k];
   }
   EXPECT_FALSE(out[0].empty());
-  EXPECT_EQ(out[0], out[1]);
   test::CmdResult r = test::run_smoe("logits --tokens 1,2 --out " + dir + "/x --load ram");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--load"), std::string::npos) << r.err;

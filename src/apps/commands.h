@@ -31,7 +31,7 @@ void register_serve(CLI::App& app);
 std::string default_model_path();
 // Adds "-m,--model" bound to `path`, defaulting to default_model_path().
 void add_model_option(CLI::App& cmd, std::string& path, const std::string& what = "MODEL");
-// Adds "--load mmap|memory|auto" bound to opts.weights and sets it to auto.
+// Adds "--load mmap|memory|auto" bound to opts.weights (set to auto) and "--no-repack".
 void add_load_option(CLI::App& cmd, LoadOptions& opts);
 // Parses "1,2,3" (commas and/or spaces) into ids; throws naming `what` on bad text.
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& what);

@@ -35,6 +35,9 @@ void add_load_option(CLI::App& cmd, LoadOptions& opts) {
                  "(memory when the weights take at most 3/4 of available memory)")
       ->transform(CLI::CheckedTransformer(names))
       ->default_str("auto");
+  cmd.add_flag("!--no-repack", opts.repack,
+               "in memory, keep q8_0/q4_0 matrices in their file layout (by default they are "
+               "repacked in 16-row groups for the AVX-512 VNNI kernels)");
 }
 
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& what) {

@@ -505,11 +505,12 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
   }
 }
 
-void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out) {
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
   SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");
+  SMOE_CHECK(pad_to >= 1, "int8 activations: padding to multiples of ", pad_to);
   out.T = T;
   out.D = D;
-  out.Tpad = (T + kTokVec - 1) / kTokVec * kTokVec;
+  out.Tpad = (T + pad_to - 1) / pad_to * pad_to;
   const int64_t nb = D / kBlock, Tpad = out.Tpad;
   const size_t nl = static_cast<size_t>(nb * Tpad);
   if (out.q.size() < static_cast<size_t>(D * Tpad)) out.q.resize(static_cast<size_t>(D * Tpad));

@@ -24,7 +24,9 @@ struct Int8Activations {
   std::vector<float> d;
   std::vector<int32_t> corr8, corr4;
 };
-void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out);
+// Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels
+// read no padding and take 1).
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16);
 
 // Whether this CPU runs the VNNI kernel, and whether `t` has an int8 path at all.
 bool int8_gemm_fast();

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/dequant.h"
 #include "kernels/gemm_int8.h"
+#include "kernels/gemm_x16.h"
 #include "kernels/simd.h"
 
 namespace smoe {
@@ -28,10 +29,16 @@ void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float*
   const int64_t D = w.shape.back();
   const size_t rb = row_bytes(w.dtype, D);
   thread_local std::vector<float> row;
+  thread_local std::vector<uint8_t> packed_row;
   row.resize(static_cast<size_t>(D));
   for (int64_t r = 0; r < n_rows; ++r) {
     const float* wr;
-    if (w.dtype == DType::F32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0) {
+    if (w.x16) {
+      packed_row.resize(rb);
+      unpack_x16_row(w.dtype, w.data, D, row0 + r, packed_row.data());
+      dequantize_row(w.dtype, packed_row.data(), row.data(), D);
+      wr = row.data();
+    } else if (w.dtype == DType::F32 && reinterpret_cast<uintptr_t>(w.data) % alignof(float) == 0) {
       wr = reinterpret_cast<const float*>(w.data + (row0 + r) * rb);
     } else {
       dequantize_row(w.dtype, w.data + (row0 + r) * rb, row.data(), D);
@@ -58,6 +65,19 @@ void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, Thread
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t D = w.shape.back(), N = w.numel() / D;
   const size_t rb = row_bytes(w.dtype, D);
+  if (w.x16) {
+    // Repacked q8_0/q4_0 (any T): int8 activations, 16 rows per vector, no padding tokens.
+    thread_local Int8Activations xa_buf;  // grow-only
+    const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+    quantize_activations(x, T, D, xa_buf, 1);
+    // Tasks of about 256 KB of weights (at least one 16-row group).
+    const int64_t groups = N / 16, per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
+    parallel_for(pool, (groups + per_task - 1) / per_task, 1, [&](int64_t begin, int64_t end) {
+      const int64_t g0 = begin * per_task, g1 = std::min(groups, end * per_task);
+      gemm_x16(w.dtype, w.data + static_cast<size_t>(g0 * 16) * rb, g1 - g0, xa, y + g0 * 16, N);
+    });
+    return;
+  }
   if (T < kGemmMinTokens) {
     // Decode: fused dot products, weights streamed once per token.
     const bool k_quant = (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) && !use_int8_dot(w.dtype);
@@ -171,6 +191,12 @@ float silu(float x) { return x / (1.f + std::exp(-x)); }
 
 void embedding_row(const TensorView& table, int64_t row, float* out) {
   const int64_t D = table.shape.back();
+  if (table.x16) {
+    thread_local std::vector<uint8_t> packed_row;
+    packed_row.resize(row_bytes(table.dtype, D));
+    unpack_x16_row(table.dtype, table.data, D, row, packed_row.data());
+    return dequantize_row(table.dtype, packed_row.data(), out, D);
+  }
   dequantize_row(table.dtype, table.data + row * row_bytes(table.dtype, D), out, D);
 }
 

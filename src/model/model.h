@@ -43,6 +43,8 @@ enum class WeightPlacement { kMapped, kMemory, kAuto };
 
 struct LoadOptions {
   WeightPlacement weights = WeightPlacement::kMapped;
+  // In memory: q8_0/q4_0 matrices repacked for the VNNI kernels where the CPU has them.
+  bool repack = true;
 };
 
 struct Model {
@@ -82,8 +84,10 @@ WeightPlacement resolve_weight_placement(WeightPlacement p, size_t weight_bytes,
 size_t weight_bytes(const Model& m);
 // Copies every weight into one huge-page buffer, repoints the views and releases the
 // mapped files and other owned buffers. Decoding streams every active weight once per
-// token; from 2 MiB pages it runs measurably faster than from 4 KiB file pages.
-void move_weights_to_memory(Model& m);
+// token; from 2 MiB pages it runs measurably faster than from 4 KiB file pages. With
+// `repack`, q8_0/q4_0 matrices (attention, experts, output) are stored in the 16-row
+// groups of kernels/gemm_x16.h where this CPU runs those kernels (their views get x16).
+void move_weights_to_memory(Model& m, bool repack = true);
 
 // Detects what `path` is: "gguf", "hf", "mistral", "hf-config", "mistral-config" or throws.
 std::string detect_format(const std::string& path);

@@ -69,6 +69,9 @@ void check_model(const Model& m, const std::string& where) {
                " has ", lw.experts.size(), " experts but the config says ", c.n_experts);
     SMOE_CHECK(!c.has_router || lw.router.data || !lw.router.shape.empty(), where, ": layer ", l, " has no router weights");
   }
+  for (const TensorView* t : m.all_tensors())
+    SMOE_CHECK(!t->x16, where, ": tensor ", t->name, " is repacked for the int8 kernels; load the "
+               "model with its weights mapped (--load mmap) to write it");
 }
 
 void add_vocab(const Model& m, GGUFWriter& w, const std::string& path) {

@@ -1,0 +1,162 @@
+// gemm_x16.cpp: repacking q8_0/q4_0 rows into 16-row groups and the AVX-512 VNNI matmul
+// over them (layout and arithmetic in gemm_x16.h).
+#include "kernels/gemm_x16.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace smoe {
+
+namespace {
+
+constexpr int64_t kGroup = 16;  // rows per group (one 512-bit register of int32 lanes)
+constexpr int64_t kBlock = 32;
+constexpr int kMaxTokens = 8;  // tokens per pass over a row group
+
+// Bytes of one block of a row group: 16 scales, then 16 rows' values.
+constexpr size_t group_block_bytes(bool q8) { return kGroup * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)); }
+
+// One row group against tokens t0 .. t0 + NT - 1 of x, over all blocks.
+template <bool kQ8, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
+void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
+  constexpr size_t gb = group_block_bytes(kQ8);
+  const int64_t Tpad = x.Tpad, nb = x.D / kBlock;
+  const int32_t* corr = (kQ8 ? x.corr8.data() : x.corr4.data()) + t0;
+  const float* dx = x.d.data() + t0;
+  const auto* xq = reinterpret_cast<const int32_t*>(x.q.data()) + t0;  // [nb][8][Tpad] groups of 4
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = wg + static_cast<size_t>(b) * gb;
+    const int32_t* xb = xq + b * 8 * Tpad;
+    // One vpdpbusd chain per token; a single token gets two (groups 0-3 and 4-7), halving
+    // the dependent latency that several tokens hide anyway.
+    constexpr int kChains = NT == 1 ? 2 : 1;
+    __m512i s[kChains][NT];
+    for (int t = 0; t < NT; ++t) {
+      s[0][t] = _mm512_set1_epi32(corr[b * Tpad + t]);
+      if constexpr (kChains == 2) s[kChains - 1][t] = _mm512_setzero_si512();
+    }
+    if constexpr (kQ8) {
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        const __m512i w = _mm512_loadu_si512(blk + 32 + 64 * g);
+        for (int t = 0; t < NT; ++t)
+          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, _mm512_set1_epi32(xb[g * Tpad + t]));
+      }
+    } else {
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * g);
+        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        for (int t = 0; t < NT; ++t) {
+          s[0][t] = _mm512_dpbusd_epi32(s[0][t], lo, _mm512_set1_epi32(xb[g * Tpad + t]));
+          s[kChains - 1][t] = _mm512_dpbusd_epi32(s[kChains - 1][t], hi, _mm512_set1_epi32(xb[(g + 4) * Tpad + t]));
+        }
+      }
+    }
+    if constexpr (kChains == 2)
+      for (int t = 0; t < NT; ++t) s[0][t] = _mm512_add_epi32(s[0][t], s[1][t]);
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+    for (int t = 0; t < NT; ++t) {
+      const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dx[b * Tpad + t]), dw);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0][t]), scale, acc[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
+}
+
+template <bool kQ8>
+void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
+  const size_t stride = static_cast<size_t>(x.D / kBlock) * group_block_bytes(kQ8);
+  // Blocks of up to 64 tokens (their int8 activations, 256 KB at D = 4096, stay in L2);
+  // within one, each row group does all its passes while its weights are in L1/L2.
+  constexpr int64_t kTokenBlock = 64;
+  for (int64_t tb = 0; tb < x.T; tb += kTokenBlock) {
+    const int64_t tb_end = std::min(x.T, tb + kTokenBlock);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const uint8_t* wg = w + static_cast<size_t>(g) * stride;
+      float* yg = y + g * kGroup;
+      for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens) {
+        switch (std::min<int64_t>(kMaxTokens, tb_end - t0)) {
+          case 1: x16_group<kQ8, 1>(wg, x, t0, yg, ldy); break;
+          case 2: x16_group<kQ8, 2>(wg, x, t0, yg, ldy); break;
+          case 3: x16_group<kQ8, 3>(wg, x, t0, yg, ldy); break;
+          case 4: x16_group<kQ8, 4>(wg, x, t0, yg, ldy); break;
+          case 5: x16_group<kQ8, 5>(wg, x, t0, yg, ldy); break;
+          case 6: x16_group<kQ8, 6>(wg, x, t0, yg, ldy); break;
+          case 7: x16_group<kQ8, 7>(wg, x, t0, yg, ldy); break;
+          default: x16_group<kQ8, 8>(wg, x, t0, yg, ldy); break;
+        }
+      }
+    }
+  }
+}
+
+void check_type(DType t) {
+  SMOE_CHECK(t == DType::Q8_0 || t == DType::Q4_0, "x16 repacking: unsupported weight type ",
+             dtype_name(t), " (expected q8_0 or q4_0)");
+}
+
+}  // namespace
+
+bool x16_supports(DType t, int64_t N, int64_t D) {
+  return (t == DType::Q8_0 || t == DType::Q4_0) && N > 0 && N % kGroup == 0 && D > 0 &&
+         D % kBlock == 0 && int8_gemm_fast();
+}
+
+void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D) {
+  check_type(t);
+  SMOE_CHECK(N % kGroup == 0 && D % kBlock == 0, "x16 repacking: shape [", N, ", ", D,
+             "] is not a multiple of [16, 32]");
+  const bool q8 = t == DType::Q8_0;
+  const size_t bb = q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0), gb = group_block_bytes(q8);
+  const int64_t nb = D / kBlock, n_val_groups = q8 ? 8 : 4;
+  const size_t rb = static_cast<size_t>(nb) * bb;
+  for (int64_t g = 0; g < N / kGroup; ++g)
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* out = dst + static_cast<size_t>(g * nb + b) * gb;
+      for (int64_t i = 0; i < kGroup; ++i) {
+        const uint8_t* blk = src + static_cast<size_t>(g * kGroup + i) * rb + static_cast<size_t>(b) * bb;
+        std::memcpy(out + 2 * i, blk, 2);
+        for (int64_t vg = 0; vg < n_val_groups; ++vg)
+          for (int j = 0; j < 4; ++j) {
+            const uint8_t v = blk[2 + 4 * vg + j];
+            out[32 + (vg * kGroup + i) * 4 + j] = q8 ? static_cast<uint8_t>(v ^ 0x80) : v;
+          }
+      }
+    }
+}
+
+void unpack_x16_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_t* row) {
+  check_type(t);
+  const bool q8 = t == DType::Q8_0;
+  const size_t bb = q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0), gb = group_block_bytes(q8);
+  const int64_t nb = D / kBlock, n_val_groups = q8 ? 8 : 4, g = r / kGroup, i = r % kGroup;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* in = packed + static_cast<size_t>(g * nb + b) * gb;
+    uint8_t* blk = row + static_cast<size_t>(b) * bb;
+    std::memcpy(blk, in + 2 * i, 2);
+    for (int64_t vg = 0; vg < n_val_groups; ++vg)
+      for (int j = 0; j < 4; ++j) {
+        const uint8_t v = in[32 + (vg * kGroup + i) * 4 + j];
+        blk[2 + 4 * vg + j] = q8 ? static_cast<uint8_t>(v ^ 0x80) : v;
+      }
+  }
+}
+
+void gemm_x16(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
+              int64_t ldy) {
+  check_type(t);
+  SMOE_CHECK(int8_gemm_fast(), "x16 kernels need AVX-512 VNNI");
+  if (t == DType::Q8_0) x16_groups<true>(w, n_groups, x, y, ldy);
+  else x16_groups<false>(w, n_groups, x, y, ldy);
+}
+
+}  // namespace smoe
