@@ -20,6 +20,13 @@ constexpr int kMaxTokens = 8;  // tokens per pass over a row group
 // Bytes of one block of a row group: 16 scales, then 16 rows' values.
 constexpr size_t group_block_bytes(bool q8) { return kGroup * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)); }
 
+// 4 int8 values as one int32 broadcast to every lane.
+__attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
 // One row group against tokens t0 .. t0 + NT - 1 of x, over all blocks.
 template <bool kQ8, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
@@ -28,13 +35,13 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
   const int64_t Tpad = x.Tpad, nb = x.D / kBlock;
   const int32_t* corr = (kQ8 ? x.corr8.data() : x.corr4.data()) + t0;
   const float* dx = x.d.data() + t0;
-  const auto* xq = reinterpret_cast<const int32_t*>(x.q.data()) + t0;  // [nb][8][Tpad] groups of 4
+  const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
   const __m512i m4 = _mm512_set1_epi8(15);
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = wg + static_cast<size_t>(b) * gb;
-    const int32_t* xb = xq + b * 8 * Tpad;
+    const int8_t* xb = xq + 4 * b * 8 * Tpad;
     // One vpdpbusd chain per token; a single token gets two (groups 0-3 and 4-7), halving
     // the dependent latency that several tokens hide anyway.
     constexpr int kChains = NT == 1 ? 2 : 1;
@@ -48,7 +55,7 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
       for (int g = 0; g < 8; ++g) {
         const __m512i w = _mm512_loadu_si512(blk + 32 + 64 * g);
         for (int t = 0; t < NT; ++t)
-          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, _mm512_set1_epi32(xb[g * Tpad + t]));
+          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, bcast4(xb + 4 * (g * Tpad + t)));
       }
     } else {
 #pragma GCC unroll 4
@@ -56,8 +63,8 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
         const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * g);
         const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         for (int t = 0; t < NT; ++t) {
-          s[0][t] = _mm512_dpbusd_epi32(s[0][t], lo, _mm512_set1_epi32(xb[g * Tpad + t]));
-          s[kChains - 1][t] = _mm512_dpbusd_epi32(s[kChains - 1][t], hi, _mm512_set1_epi32(xb[(g + 4) * Tpad + t]));
+          s[0][t] = _mm512_dpbusd_epi32(s[0][t], lo, bcast4(xb + 4 * (g * Tpad + t)));
+          s[kChains - 1][t] = _mm512_dpbusd_epi32(s[kChains - 1][t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
         }
       }
     }
