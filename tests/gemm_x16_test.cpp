@@ -1,7 +1,9 @@
-// gemm_x16_test.cpp: the 16-row repacked q8_0/q4_0 layout (kernels/gemm_x16.h): repacking
-// round-trips every row, the VNNI kernel equals the int8 GEMM reference bit for bit for
-// every token count of its passes and tiles, and matmul / embedding_row on repacked views
-// agree with the unpacked tensors. Skipped on CPUs without AVX-512 VNNI.
+// gemm_x16_test.cpp: the 16-row repacked q8_0/q4_0/q4_K/q5_K/q6_K layouts
+// (kernels/gemm_x16.h): repacking round-trips every row, the VNNI kernels equal their scalar
+// references bit for bit for every token count of their passes and tiles, the K-quant
+// reference agrees with float dot products of the dequantized rows, and matmul /
+// embedding_row on repacked views agree with the unpacked tensors. Skipped on CPUs without
+// AVX-512 VNNI.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -46,16 +48,23 @@ TEST(GemmX16, SupportsOnlyWholeGroupsOfQ8AndQ4) {
   EXPECT_TRUE(x16_supports(DType::Q4_0, 14336, 4096));
   EXPECT_FALSE(x16_supports(DType::Q8_0, 17, 32));
   EXPECT_FALSE(x16_supports(DType::Q8_0, 0, 32));
-  EXPECT_FALSE(x16_supports(DType::Q4_K, 16, 256));
+  EXPECT_TRUE(x16_supports(DType::Q4_K, 16, 256));
+  EXPECT_TRUE(x16_supports(DType::Q6_K, 14336, 4096));
+  EXPECT_FALSE(x16_supports(DType::Q5_K, 16, 96));
+  EXPECT_FALSE(x16_supports(DType::Q4_K, 8, 256));
   EXPECT_FALSE(x16_supports(DType::F32, 16, 32));
   std::vector<uint8_t> a(64), b(64);
   EXPECT_THROW(repack_x16(DType::Q8_0, a.data(), b.data(), 15, 32), Error);
   EXPECT_THROW(repack_x16(DType::F16, a.data(), b.data(), 16, 32), Error);
+  EXPECT_THROW(repack_x16(DType::Q4_K, a.data(), b.data(), 16, 32), Error);
 }
 
+constexpr DType kAllTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+constexpr DType kKTypes[] = {DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
 TEST(GemmX16, RepackRoundTripsEveryRow) {
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
-    const int64_t N = 48, D = 96;
+  for (DType t : kAllTypes) {
+    const int64_t N = 48, D = x16_kquant(t) ? 512 : 96;
     const std::vector<uint8_t> w = make_rows(t, N, D, 5);
     std::vector<uint8_t> p(w.size());
     repack_x16(t, w.data(), p.data(), N, D);
@@ -95,10 +104,67 @@ TEST(GemmX16, KernelEqualsInt8GemmReferenceBitForBit) {
   }
 }
 
+TEST(GemmX16, KQuantKernelEqualsItsReferenceBitForBit) {
+  SKIP_WITHOUT_VNNI();
+  for (DType t : kKTypes) {
+    for (int64_t D : {256, 768}) {
+      for (int64_t N : {16, 48}) {
+        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 70}) {
+          const std::vector<uint8_t> w = make_rows(t, N, D, 13 + static_cast<uint64_t>(D));
+          std::vector<uint8_t> p(w.size());
+          repack_x16(t, w.data(), p.data(), N, D);
+          const std::vector<float> x = randn(static_cast<size_t>(T * D), 5 + static_cast<uint64_t>(T));
+          Int8Activations xa;
+          quantize_activations(x.data(), T, D, xa, 1);
+          std::vector<float> y(static_cast<size_t>(T * N), -7.f), yr(y.size(), -9.f);
+          gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
+          gemm_x16_kquant_ref(t, w.data(), N, xa, yr.data(), N);
+          ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0)
+              << dtype_name(t) << " D=" << D << " N=" << N << " T=" << T;
+        }
+      }
+    }
+  }
+}
+
+// The reference's integer arithmetic is the dot product of the dequantized row with the
+// int8 activations times their scales: compare with that dot in double precision (only
+// float rounding differs), and with the float activations (plus the int8 rounding).
+TEST(GemmX16, KQuantReferenceMatchesFloatDots) {
+  for (DType t : kKTypes) {
+    const int64_t N = 16, D = 512, T = 3;
+    const std::vector<uint8_t> w = make_rows(t, N, D, 17);
+    const std::vector<float> x = randn(static_cast<size_t>(T * D), 19);
+    Int8Activations xa;
+    quantize_activations(x.data(), T, D, xa, 16);  // padding tokens must be ignored
+    std::vector<float> y(static_cast<size_t>(T * N));
+    gemm_x16_kquant_ref(t, w.data(), N, xa, y.data(), N);
+    std::vector<float> row(static_cast<size_t>(D));
+    for (int64_t r = 0; r < N; ++r) {
+      dequantize_row(t, w.data() + r * row_bytes(t, D), row.data(), D);
+      for (int64_t k = 0; k < T; ++k) {
+        double dq = 0, dot = 0, mag = 0;
+        for (int64_t i = 0; i < D; ++i) {
+          const int64_t b = i / 32, v = i % 32;
+          const double xi = static_cast<double>(xa.d[static_cast<size_t>(b * xa.Tpad + k)]) *
+                            xa.q[static_cast<size_t>(((b * 8 + v / 4) * xa.Tpad + k) * 4 + v % 4)];
+          const double wi = row[static_cast<size_t>(i)];
+          dq += wi * xi;
+          dot += wi * x[static_cast<size_t>(k * D + i)];
+          mag += std::fabs(wi * xi);
+        }
+        const float got = y[static_cast<size_t>(k * N + r)];
+        ASSERT_NEAR(got, dq, mag * 1e-5 + 1e-5) << dtype_name(t) << " row " << r << " token " << k;
+        ASSERT_NEAR(got, dot, 0.05 * std::sqrt(static_cast<double>(D))) << dtype_name(t) << " row " << r;
+      }
+    }
+  }
+}
+
 TEST(GemmX16, MatmulAndEmbeddingOnRepackedViews) {
   SKIP_WITHOUT_VNNI();
   ThreadPool pool(3);
-  for (DType t : {DType::Q8_0, DType::Q4_0}) {
+  for (DType t : kAllTypes) {
     const int64_t N = 80, D = 256;
     const std::vector<uint8_t> w = make_rows(t, N, D, 21);
     std::vector<uint8_t> p(w.size());

@@ -514,13 +514,14 @@ void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations&
   const int64_t nb = D / kBlock, Tpad = out.Tpad;
   const size_t nl = static_cast<size_t>(nb * Tpad);
   if (out.q.size() < static_cast<size_t>(D * Tpad)) out.q.resize(static_cast<size_t>(D * Tpad));
-  for (auto* v : {&out.d}) if (v->size() < nl) v->resize(nl);
+  for (auto* v : {&out.d, &out.dsum}) if (v->size() < nl) v->resize(nl);
   for (auto* v : {&out.corr8, &out.corr4}) if (v->size() < nl) v->resize(nl);
+  if (out.corr6.size() < 2 * nl) out.corr6.resize(2 * nl);
   for (int64_t b = 0; b < nb; ++b) {
     for (int64_t t = 0; t < Tpad; ++t) {
       int8_t q[kBlock] = {};  // padding tokens: zeros, scale 0
       float d = 0.f;
-      int32_t sum = 0;
+      int32_t sum = 0, half[2] = {0, 0};
       if (t < T) {
         const float* xb = x + t * D + b * kBlock;
         float amax = 0.f;
@@ -529,11 +530,14 @@ void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations&
         const float id = d != 0.f ? 1.f / d : 0.f;
         for (int64_t k = 0; k < kBlock; ++k) {
           q[k] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
-          sum += q[k];
+          half[k / 16] += q[k];
         }
+        sum = half[0] + half[1];
       }
       const size_t i = static_cast<size_t>(b * Tpad + t);
       out.d[i] = d;
+      out.dsum[i] = d * static_cast<float>(sum);
+      for (int h = 0; h < 2; ++h) out.corr6[static_cast<size_t>((b * 2 + h) * Tpad + t)] = -32 * half[h];
       out.corr8[i] = -128 * sum;
       out.corr4[i] = -8 * sum;
       for (int g = 0; g < 8; ++g)

@@ -18,11 +18,14 @@ namespace smoe {
 // and -8 times the block's sum of q. The kernel multiplies x with the weights as unsigned
 // bytes (q8_0: w + 128, q4_0: the nibble, w + 8) and starts each block's sum from these,
 // so the weights are used straight from their GGUF blocks, never repacked.
+// For the repacked K-quant kernels (gemm_x16.h) also: dsum[D/32][Tpad] = d * float(block's
+// sum of q) (the q4_K/q5_K min terms), corr6[D/32][2][Tpad] = -32 times the sum of q over
+// each 16-value half (q6_K's offset of 32, one per 16-value sub-block).
 struct Int8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<int8_t> q;
-  std::vector<float> d;
-  std::vector<int32_t> corr8, corr4;
+  std::vector<float> d, dsum;
+  std::vector<int32_t> corr8, corr4, corr6;
 };
 // Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels
 // read no padding and take 1).

@@ -108,17 +108,19 @@ void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, fl
 
 void check_type(DType t) {
   SMOE_CHECK(t == DType::Q8_0 || t == DType::Q4_0, "x16 repacking: unsupported weight type ",
-             dtype_name(t), " (expected q8_0 or q4_0)");
+             dtype_name(t), " (expected q8_0, q4_0, q4_K, q5_K or q6_K)");
 }
 
 }  // namespace
 
 bool x16_supports(DType t, int64_t N, int64_t D) {
-  return (t == DType::Q8_0 || t == DType::Q4_0) && N > 0 && N % kGroup == 0 && D > 0 &&
-         D % kBlock == 0 && int8_gemm_fast();
+  const int64_t per = x16_kquant(t) ? 256 : kBlock;
+  return (t == DType::Q8_0 || t == DType::Q4_0 || x16_kquant(t)) && N > 0 && N % kGroup == 0 &&
+         D > 0 && D % per == 0 && int8_gemm_fast();
 }
 
 void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D) {
+  if (x16_kquant(t)) return repack_x16_kquant(t, src, dst, N, D);
   check_type(t);
   SMOE_CHECK(N % kGroup == 0 && D % kBlock == 0, "x16 repacking: shape [", N, ", ", D,
              "] is not a multiple of [16, 32]");
@@ -142,6 +144,7 @@ void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D)
 }
 
 void unpack_x16_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_t* row) {
+  if (x16_kquant(t)) return unpack_x16_kquant_row(t, packed, D, r, row);
   check_type(t);
   const bool q8 = t == DType::Q8_0;
   const size_t bb = q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0), gb = group_block_bytes(q8);
@@ -160,6 +163,7 @@ void unpack_x16_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_
 
 void gemm_x16(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
               int64_t ldy) {
+  if (x16_kquant(t)) return gemm_x16_kquant(t, w, n_groups, x, y, ldy);
   check_type(t);
   SMOE_CHECK(int8_gemm_fast(), "x16 kernels need AVX-512 VNNI");
   if (t == DType::Q8_0) x16_groups<true>(w, n_groups, x, y, ldy);

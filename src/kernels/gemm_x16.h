@@ -1,5 +1,5 @@
-// gemm_x16.h: q8_0/q4_0 weights repacked in groups of 16 rows for AVX-512 VNNI, and the
-// matmul kernels that read them. Legend: N rows, D row length, nb = D/32 blocks per row,
+// gemm_x16.h: q8_0/q4_0/q4_K/q5_K/q6_K weights repacked in groups of 16 rows for AVX-512
+// VNNI, and the matmul kernels that read them. Legend: N rows, D row length, nb = D/32 blocks per row,
 // G = N/16 row groups, T tokens.
 //
 // Layout (the tensor keeps its size and row group G starts where row 16G did): for each
@@ -15,6 +15,24 @@
 // Arithmetic (equal bit for bit to gemm_int8_panel_ref on the unpacked rows): per block an
 // exact int32 dot of the row with the token's int8 block, acc = fma(isum, d_x * d_w, acc)
 // in block order.
+//
+// K-quants (gemm_x16_kquant.cpp), per 256-value super-block s of a row group, the same size
+// as the 16 GGUF blocks. Values are stored as q4_0's: for each 32-value block, 4 vectors
+// of [16 rows][4 bytes] whose low nibbles hold values 4g..4g+3 and high nibbles
+// 16+4g..16+4g+3 (g = 0..3), so value group G = 0..7 (values 4G..4G+3) is one nibble plane.
+//   q4_K (2304 B): d[16] f16 | dmin[16] f16 | the 12 packed scale bytes [12][16 rows] |
+//                  8 blocks x 256 B of nibbles
+//   q5_K (2816 B): the q4_K header (256 B) | 8 blocks x (256 B of nibbles, fifth bits as
+//                  [16 rows][4 bytes] with bit G of a byte for group G)
+//   q6_K (3360 B): d[16] f16 | int8 scales [16 sub-blocks][16 rows] | 8 blocks x (256 B of
+//                  low nibbles, 2 x [16 rows][4 bytes] of high 2-bit pairs: vector G/4,
+//                  bits 2(G%4)..2(G%4)+1 for group G)
+// Arithmetic (gemm_x16_kquant_ref, bit for bit), per row and token, acc = 0, in order over
+// the 32-value blocks b (activation scale dx, Int8Activations::dsum / corr6):
+//   q4_K/q5_K, sub-block j of super-block s: isum = sum q * x_q (exact),
+//     acc = fma(isum, (d * sc_j) * dx, acc); acc = fma(-(dmin * m_j), dsum_b, acc)
+//   q6_K, 16-value halves h = 0, 1: isum = sum q * x_q + corr6 (= sum (q - 32) x_q),
+//     acc = fma(isum, (d * sc_{2b+h}) * dx, acc)
 #pragma once
 #include <cstdint>
 
@@ -23,8 +41,8 @@
 
 namespace smoe {
 
-// Whether a [N, D] tensor of type t can be repacked (q8_0/q4_0, N % 16 == 0, D % 32 == 0)
-// and this CPU runs the kernels (AVX-512 VNNI).
+// Whether a [N, D] tensor of type t can be repacked (q8_0/q4_0 with N % 16 == 0 and
+// D % 32 == 0; q4_K/q5_K/q6_K with D % 256 == 0) and this CPU runs the kernels (AVX-512 VNNI).
 bool x16_supports(DType t, int64_t N, int64_t D);
 // src: N GGUF rows; dst: the same bytes repacked (must not overlap src).
 void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D);
@@ -35,5 +53,15 @@ void unpack_x16_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_
 // the x.T tokens of x. VNNI kernels; callers check x16_supports first.
 void gemm_x16(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
               int64_t ldy);
+
+// The K-quant halves of the above (gemm_x16_kquant.cpp), and the scalar reference of their
+// arithmetic on n unrepacked GGUF rows (x padded or not).
+bool x16_kquant(DType t);
+void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D);
+void unpack_x16_kquant_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_t* row);
+void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
+                     int64_t ldy);
+void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                         int64_t ldy);
 
 }  // namespace smoe

@@ -1,0 +1,413 @@
+// gemm_x16_kquant.cpp: q4_K/q5_K/q6_K rows repacked in 16-row groups and the AVX-512 VNNI
+// matmul over them, plus the scalar reference of its arithmetic on GGUF rows (layout and
+// arithmetic in gemm_x16.h). Legend: T tokens, b 32-value block of a row, s super-block.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "core/error.h"
+#include "kernels/gemm_x16.h"
+
+// GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
+// "may be used uninitialized" once they are inlined here; they are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace smoe {
+
+namespace {
+
+constexpr int64_t kGroup = 16;
+constexpr int64_t kSuper = 256;  // values per super-block
+constexpr int kMaxTokens = 8;
+
+// Byte offsets inside one super-block of a 16-row group (see gemm_x16.h): 32-value block jb
+// starts at values + block * jb with its 256 bytes of nibbles, then its high bits.
+struct KLayout {
+  size_t bytes;   // = 16 * GGUF block bytes
+  size_t values;  // offset of block 0
+  size_t block;   // bytes per 32-value block
+};
+constexpr KLayout layout(DType t) {
+  return t == DType::Q4_K   ? KLayout{16 * sizeof(BlockQ4_K), 256, 256}
+         : t == DType::Q5_K ? KLayout{16 * sizeof(BlockQ5_K), 256, 320}
+                            : KLayout{16 * sizeof(BlockQ6_K), 288, 384};
+}
+
+// ---- value access: GGUF blocks and the repacked group ----
+
+// The 256 values q of a GGUF super-block (q4_K 0..15, q5_K 0..31, q6_K 0..63).
+void gguf_values(DType t, const uint8_t* blk, uint8_t* q) {
+  if (t == DType::Q6_K) {
+    for (int h = 0; h < 2; ++h)
+      for (int k = 0; k < 4; ++k)
+        for (int l = 0; l < 32; ++l) {
+          const int lo = (blk[64 * h + 32 * (k % 2) + l] >> (k < 2 ? 0 : 4)) & 15;
+          q[128 * h + 32 * k + l] = static_cast<uint8_t>(lo | (((blk[128 + 32 * h + l] >> (2 * k)) & 3) << 4));
+        }
+    return;
+  }
+  const uint8_t* qs = blk + (t == DType::Q5_K ? 48 : 16);
+  for (int j = 0; j < 8; ++j)
+    for (int v = 0; v < 32; ++v) {
+      int x = (qs[32 * (j / 2) + v] >> (4 * (j % 2))) & 15;
+      if (t == DType::Q5_K) x |= ((blk[16 + v] >> j) & 1) << 4;
+      q[32 * j + v] = static_cast<uint8_t>(x);
+    }
+}
+
+// Writes the values of a GGUF super-block (its header left as it is).
+void gguf_set_values(DType t, const uint8_t* q, uint8_t* blk) {
+  if (t == DType::Q6_K) {
+    std::memset(blk, 0, 192);
+    for (int h = 0; h < 2; ++h)
+      for (int k = 0; k < 4; ++k)
+        for (int l = 0; l < 32; ++l) {
+          const int x = q[128 * h + 32 * k + l];
+          blk[64 * h + 32 * (k % 2) + l] |= static_cast<uint8_t>((x & 15) << (k < 2 ? 0 : 4));
+          blk[128 + 32 * h + l] |= static_cast<uint8_t>((x >> 4) << (2 * k));
+        }
+    return;
+  }
+  uint8_t* qs = blk + (t == DType::Q5_K ? 48 : 16);
+  std::memset(qs, 0, 128);
+  if (t == DType::Q5_K) std::memset(blk + 16, 0, 32);
+  for (int j = 0; j < 8; ++j)
+    for (int v = 0; v < 32; ++v) {
+      const int x = q[32 * j + v];
+      qs[32 * (j / 2) + v] |= static_cast<uint8_t>((x & 15) << (4 * (j % 2)));
+      if (t == DType::Q5_K) blk[16 + v] |= static_cast<uint8_t>(((x >> 4) & 1) << j);
+    }
+}
+
+// Where the bytes of 32-value block jb of row i live in a repacked super-block: nibble
+// vector g (0..3) byte c at nib(jb) + 64g + 4i + c; q5_K/q6_K high-bit vector h at
+// nib(jb) + 256 + 64h + 4i + c (q5_K one vector, bit G = value group; q6_K two, bits 2(G%4)).
+size_t nib_offset(DType t, int jb) { return layout(t).values + layout(t).block * static_cast<size_t>(jb); }
+size_t high_offset(DType t, int jb) { return nib_offset(t, jb) + 256; }
+
+// Row i's 256 values q into / out of a repacked super-block.
+void x16_set_values(DType t, const uint8_t* q, uint8_t* sb, int i) {
+  for (int jb = 0; jb < 8; ++jb) {
+    const uint8_t* qb = q + 32 * jb;
+    for (int g = 0; g < 4; ++g)
+      for (int c = 0; c < 4; ++c) {
+        const int v = 4 * g + c;
+        sb[nib_offset(t, jb) + 64 * g + 4 * i + c] = static_cast<uint8_t>((qb[v] & 15) | (qb[v + 16] & 15) << 4);
+      }
+    if (t == DType::Q4_K) continue;
+    for (int h = 0; h < (t == DType::Q6_K ? 2 : 1); ++h)
+      for (int c = 0; c < 4; ++c) {
+        int byte = 0;
+        if (t == DType::Q5_K)
+          for (int G = 0; G < 8; ++G) byte |= ((qb[4 * G + c] >> 4) & 1) << G;
+        else
+          for (int f = 0; f < 4; ++f) byte |= (qb[16 * h + 4 * f + c] >> 4) << (2 * f);
+        sb[high_offset(t, jb) + 64 * h + 4 * i + c] = static_cast<uint8_t>(byte);
+      }
+  }
+}
+void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
+  for (int jb = 0; jb < 8; ++jb) {
+    uint8_t* qb = q + 32 * jb;
+    for (int g = 0; g < 4; ++g)
+      for (int c = 0; c < 4; ++c) {
+        const int v = 4 * g + c;
+        const uint8_t b = sb[nib_offset(t, jb) + 64 * g + 4 * i + c];
+        qb[v] = b & 15;
+        qb[v + 16] = b >> 4;
+      }
+    if (t == DType::Q4_K) continue;
+    for (int h = 0; h < (t == DType::Q6_K ? 2 : 1); ++h)
+      for (int c = 0; c < 4; ++c) {
+        const int byte = sb[high_offset(t, jb) + 64 * h + 4 * i + c];
+        if (t == DType::Q5_K)
+          for (int G = 0; G < 8; ++G) qb[4 * G + c] = static_cast<uint8_t>(qb[4 * G + c] | ((byte >> G) & 1) << 4);
+        else
+          for (int f = 0; f < 4; ++f) qb[16 * h + 4 * f + c] = static_cast<uint8_t>(qb[16 * h + 4 * f + c] | ((byte >> (2 * f)) & 3) << 4);
+      }
+  }
+}
+
+// Header byte k of row i: {offset in the GGUF block, offset in the repacked super-block}.
+// q4_K/q5_K (16 bytes): d at 2i, dmin at 32 + 2i, packed scale byte k at 64 + 16k + i.
+// q6_K (18 bytes): d at 2i, int8 scale k at 32 + 16k + i.
+int header_bytes(DType t) { return t == DType::Q6_K ? 18 : 16; }
+std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
+  const auto si = static_cast<size_t>(i);
+  if (t == DType::Q6_K) {
+    if (k < 2) return {208 + static_cast<size_t>(k), 2 * si + static_cast<size_t>(k)};
+    return {192 + static_cast<size_t>(k - 2), 32 + 16 * static_cast<size_t>(k - 2) + si};
+  }
+  if (k < 4) return {static_cast<size_t>(k), 32 * static_cast<size_t>(k / 2) + 2 * si + static_cast<size_t>(k % 2)};
+  return {static_cast<size_t>(k), 64 + 16 * static_cast<size_t>(k - 4) + si};
+}
+
+// ---- the VNNI kernel ----
+
+__attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// Bits 2f..2f+1 of every byte moved to bits 4..5 (q6_K high bits, field f of a vector).
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(__m512i h, int f) {
+  const __m512i s = f == 0 ? _mm512_slli_epi16(h, 4) : f == 1 ? _mm512_slli_epi16(h, 2) : f == 2 ? h : _mm512_srli_epi16(h, 2);
+  return _mm512_and_si512(s, _mm512_set1_epi8(0x30));
+}
+// Bit G of every byte moved to bit 4 (q5_K fifth bits).
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i bit5(__m512i h, int G) {
+  const __m512i s = G <= 4 ? _mm512_slli_epi16(h, 4 - G) : _mm512_srli_epi16(h, G - 4);
+  return _mm512_and_si512(s, _mm512_set1_epi8(0x10));
+}
+
+// 6-bit scale (kMin false) or min of sub-block j for the 16 rows, from the transposed
+// packed bytes B[k] = sb + 64 + 16k (see kquant_scale_min), as 16 floats.
+template <bool kMin>
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+inline __m512 scale_or_min(const uint8_t* sb, int j) {
+  auto B = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k)); };
+  const __m128i m6 = _mm_set1_epi8(63), m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30);
+  __m128i v;
+  if (j < 4) {
+    v = _mm_and_si128(B(kMin ? j + 4 : j), m6);
+  } else {
+    const __m128i lo = kMin ? _mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4) : _mm_and_si128(B(j + 4), m4);
+    v = _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(B(kMin ? j : j - 4), 2), m30));
+  }
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
+}
+
+// q6_K int8 scale of sub-block k for the 16 rows, as 16 floats.
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+inline __m512 q6k_scale(const uint8_t* sb, int k) {
+  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 32 + 16 * k));
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+}
+
+// One row group against tokens t0 .. t0 + NT - 1 of x, over all super-blocks.
+template <DType kT, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
+void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
+  constexpr KLayout L = layout(kT);
+  const int64_t Tpad = x.Tpad, nsb = x.D / kSuper;
+  const float* dx = x.d.data() + t0;
+  const float* dsum = x.dsum.data() + t0;
+  const int32_t* corr6 = x.corr6.data() + t0;
+  const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
+  const __m512i m4 = _mm512_set1_epi8(15);
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < nsb; ++s) {
+    const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
+    const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
+    if constexpr (kT == DType::Q6_K) {
+      for (int jb = 0; jb < 8; ++jb) {
+        const int64_t b = s * 8 + jb;
+        const uint8_t* qb = sb + L.values + L.block * jb;
+        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
+        __m512i sa[NT], sbv[NT];
+        for (int t = 0; t < NT; ++t) {
+          sa[t] = _mm512_set1_epi32(corr6[(2 * b) * Tpad + t]);
+          sbv[t] = _mm512_set1_epi32(corr6[(2 * b + 1) * Tpad + t]);
+        }
+        const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) {
+          const __m512i v = _mm512_loadu_si512(qb + 64 * g);
+          const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
+          const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
+          for (int t = 0; t < NT; ++t) {
+            sa[t] = _mm512_dpbusd_epi32(sa[t], lo, bcast4(xb + 4 * (g * Tpad + t)));
+            sbv[t] = _mm512_dpbusd_epi32(sbv[t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
+          }
+        }
+        const __m512 sca = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb));
+        const __m512 scb = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb + 1));
+        for (int t = 0; t < NT; ++t) {
+          const __m512 d = _mm512_set1_ps(dx[b * Tpad + t]);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sa[t]), _mm512_mul_ps(sca, d), acc[t]);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sbv[t]), _mm512_mul_ps(scb, d), acc[t]);
+        }
+      }
+    } else {
+      const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+      for (int j = 0; j < 8; ++j) {
+        const int64_t b = s * 8 + j;
+        const uint8_t* qb = sb + L.values + L.block * j;
+        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        // One chain per token; a single token gets two (low and high nibbles).
+        constexpr int kChains = NT == 1 ? 2 : 1;
+        __m512i acc_i[kChains][NT];
+        for (int c = 0; c < kChains; ++c)
+          for (int t = 0; t < NT; ++t) acc_i[c][t] = _mm512_setzero_si512();
+        [[maybe_unused]] __m512i hb;
+        if constexpr (kT == DType::Q5_K) hb = _mm512_loadu_si512(qb + 256);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; ++g) {
+          const __m512i v = _mm512_loadu_si512(qb + 64 * g);
+          __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          if constexpr (kT == DType::Q5_K) {
+            lo = _mm512_or_si512(lo, bit5(hb, g));
+            hi = _mm512_or_si512(hi, bit5(hb, g + 4));
+          }
+          for (int t = 0; t < NT; ++t) {
+            acc_i[0][t] = _mm512_dpbusd_epi32(acc_i[0][t], lo, bcast4(xb + 4 * (g * Tpad + t)));
+            acc_i[kChains - 1][t] = _mm512_dpbusd_epi32(acc_i[kChains - 1][t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
+          }
+        }
+        if constexpr (kChains == 2) acc_i[0][0] = _mm512_add_epi32(acc_i[0][0], acc_i[1][0]);
+        const __m512 rscale = _mm512_mul_ps(dv, scale_or_min<false>(sb, j));
+        const __m512 rmin = _mm512_mul_ps(dmv, scale_or_min<true>(sb, j));
+        for (int t = 0; t < NT; ++t) {
+          const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i[0][t]), scale, acc[t]);
+          acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dsum[b * Tpad + t]), acc[t]);
+        }
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
+}
+
+template <DType kT>
+void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
+  const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
+  // As gemm_x16: 64-token blocks (activations in L2), every pass of a group back to back.
+  constexpr int64_t kTokenBlock = 64;
+  for (int64_t tb = 0; tb < x.T; tb += kTokenBlock) {
+    const int64_t tb_end = std::min(x.T, tb + kTokenBlock);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const uint8_t* wg = w + static_cast<size_t>(g) * stride;
+      float* yg = y + g * kGroup;
+      for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens) {
+        switch (std::min<int64_t>(kMaxTokens, tb_end - t0)) {
+          case 1: kx16_group<kT, 1>(wg, x, t0, yg, ldy); break;
+          case 2: kx16_group<kT, 2>(wg, x, t0, yg, ldy); break;
+          case 3: kx16_group<kT, 3>(wg, x, t0, yg, ldy); break;
+          case 4: kx16_group<kT, 4>(wg, x, t0, yg, ldy); break;
+          case 5: kx16_group<kT, 5>(wg, x, t0, yg, ldy); break;
+          case 6: kx16_group<kT, 6>(wg, x, t0, yg, ldy); break;
+          case 7: kx16_group<kT, 7>(wg, x, t0, yg, ldy); break;
+          default: kx16_group<kT, 8>(wg, x, t0, yg, ldy); break;
+        }
+      }
+    }
+  }
+}
+
+void check_kquant(DType t, int64_t N, int64_t D) {
+  SMOE_CHECK(x16_kquant(t), "x16 K-quant repacking: unsupported weight type ", dtype_name(t),
+             " (expected q4_K, q5_K or q6_K)");
+  SMOE_CHECK(N % kGroup == 0 && D % kSuper == 0, "x16 repacking: shape [", N, ", ", D,
+             "] is not a multiple of [16, 256]");
+}
+
+}  // namespace
+
+bool x16_kquant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+
+void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D) {
+  check_kquant(t, N, D);
+  const size_t bb = layout(t).bytes / kGroup, rb = row_bytes(t, D);
+  const int64_t nsb = D / kSuper;
+  for (int64_t g = 0; g < N / kGroup; ++g)
+    for (int64_t s = 0; s < nsb; ++s) {
+      uint8_t* out = dst + static_cast<size_t>(g * nsb + s) * layout(t).bytes;
+      for (int i = 0; i < kGroup; ++i) {
+        const uint8_t* blk = src + static_cast<size_t>(g * kGroup + i) * rb + static_cast<size_t>(s) * bb;
+        for (int k = 0; k < header_bytes(t); ++k) {
+          const auto [go, xo] = header_byte(t, i, k);
+          out[xo] = blk[go];
+        }
+        uint8_t q[kSuper];
+        gguf_values(t, blk, q);
+        x16_set_values(t, q, out, i);
+      }
+    }
+}
+
+void unpack_x16_kquant_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_t* row) {
+  check_kquant(t, kGroup, D);
+  const size_t bb = layout(t).bytes / kGroup;
+  const int64_t nsb = D / kSuper, g = r / kGroup;
+  const int i = static_cast<int>(r % kGroup);
+  for (int64_t s = 0; s < nsb; ++s) {
+    const uint8_t* in = packed + static_cast<size_t>(g * nsb + s) * layout(t).bytes;
+    uint8_t* blk = row + static_cast<size_t>(s) * bb;
+    for (int k = 0; k < header_bytes(t); ++k) {
+      const auto [go, xo] = header_byte(t, i, k);
+      blk[go] = in[xo];
+    }
+    uint8_t q[kSuper];
+    x16_values(t, in, i, q);
+    gguf_set_values(t, q, blk);
+  }
+}
+
+void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
+                     int64_t ldy) {
+  check_kquant(t, kGroup, x.D);
+  SMOE_CHECK(int8_gemm_fast(), "x16 kernels need AVX-512 VNNI");
+  if (t == DType::Q4_K) kx16_groups<DType::Q4_K>(w, n_groups, x, y, ldy);
+  else if (t == DType::Q5_K) kx16_groups<DType::Q5_K>(w, n_groups, x, y, ldy);
+  else kx16_groups<DType::Q6_K>(w, n_groups, x, y, ldy);
+}
+
+void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
+                         int64_t ldy) {
+  check_kquant(t, kGroup, x.D);
+  const size_t bb = layout(t).bytes / kGroup, rb = row_bytes(t, x.D);
+  const int64_t nsb = x.D / kSuper, Tpad = x.Tpad;
+  auto xq = [&](int64_t b, int64_t tk, int v) {
+    return static_cast<int32_t>(x.q[static_cast<size_t>(((b * 8 + v / 4) * Tpad + tk) * 4 + v % 4)]);
+  };
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t tk = 0; tk < x.T; ++tk) {
+      float acc = 0.f;
+      for (int64_t s = 0; s < nsb; ++s) {
+        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb;
+        if (t == DType::Q6_K) {
+          uint16_t hd;
+          std::memcpy(&hd, blk + 208, 2);
+          const float d = f16_to_f32(hd);
+          uint8_t q[kSuper];
+          gguf_values(t, blk, q);
+          for (int jb = 0; jb < 8; ++jb) {
+            const int64_t b = s * 8 + jb;
+            const float dx = x.d[static_cast<size_t>(b * Tpad + tk)];
+            for (int h = 0; h < 2; ++h) {
+              int32_t isum = x.corr6[static_cast<size_t>((2 * b + h) * Tpad + tk)];
+              for (int v = 16 * h; v < 16 * h + 16; ++v) isum += q[32 * jb + v] * xq(b, tk, v);
+              const float scale = (d * static_cast<float>(static_cast<int8_t>(blk[192 + 2 * jb + h]))) * dx;
+              acc = std::fma(static_cast<float>(isum), scale, acc);
+            }
+          }
+        } else {
+          uint16_t hd, hm;
+          std::memcpy(&hd, blk, 2);
+          std::memcpy(&hm, blk + 2, 2);
+          const float d = f16_to_f32(hd), dmin = f16_to_f32(hm);
+          uint8_t q[kSuper];
+          gguf_values(t, blk, q);
+          for (int j = 0; j < 8; ++j) {
+            const int64_t b = s * 8 + j;
+            uint8_t sc, m;
+            kquant_scale_min(j, blk + 4, &sc, &m);
+            int32_t isum = 0;
+            for (int v = 0; v < 32; ++v) isum += q[32 * j + v] * xq(b, tk, v);
+            const size_t i = static_cast<size_t>(b * Tpad + tk);
+            acc = std::fma(static_cast<float>(isum), (d * static_cast<float>(sc)) * x.d[i], acc);
+            acc = std::fma(-(dmin * static_cast<float>(m)), x.dsum[i], acc);
+          }
+        }
+      }
+      y[tk * ldy + r] = acc;
+    }
+}
+
+}  // namespace smoe
