@@ -139,6 +139,37 @@ TEST(Kernels, GemmPanelMatchesScalar) {
   }
 }
 
+// The threaded (and, on AVX-512 CPUs, vectorized) activation quantization equals the scalar
+// reference in every buffer: values with exact .5 ties, an all-zero block, padding tokens.
+TEST(Kernels, ActivationQuantizationEqualsItsReference) {
+  ThreadPool pool(3);
+  for (int64_t D : {32, 256}) {
+    for (int64_t T : {1, 5, 16, 23}) {
+      for (int64_t pad : {1, 16}) {
+        std::vector<float> x = randn(static_cast<size_t>(T * D), 7 + static_cast<uint64_t>(T));
+        for (int64_t k = 0; k < 32; ++k) x[static_cast<size_t>(k)] = 0.f;  // a zero block
+        if (T > 1)  // amax 127: every value n + 0.5 is an exact tie, rounded to even
+          for (int64_t k = 0; k < 32; ++k) x[static_cast<size_t>(D + k)] = k == 0 ? 127.f : static_cast<float>(k) - 15.5f;
+        Int8Activations a, b;
+        quantize_activations(x.data(), T, D, a, pad, &pool);
+        quantize_activations_ref(x.data(), T, D, b, pad);
+        ASSERT_EQ(a.Tpad, b.Tpad);
+        const size_t nl = static_cast<size_t>(D / 32 * a.Tpad);
+        ASSERT_EQ(std::memcmp(a.q.data(), b.q.data(), static_cast<size_t>(D * a.Tpad)), 0) << "D=" << D << " T=" << T;
+        ASSERT_EQ(std::memcmp(a.d.data(), b.d.data(), nl * 4), 0);
+        ASSERT_EQ(std::memcmp(a.dsum.data(), b.dsum.data(), nl * 4), 0);
+        ASSERT_EQ(std::memcmp(a.corr8.data(), b.corr8.data(), nl * 4), 0);
+        ASSERT_EQ(std::memcmp(a.corr4.data(), b.corr4.data(), nl * 4), 0);
+        ASSERT_EQ(std::memcmp(a.corr6.data(), b.corr6.data(), 2 * nl * 4), 0);
+        if (T > 1) {  // token 1, block 0 (group 0, lanes 1 and 2): round-half-even(k - 15.5)
+          EXPECT_EQ(b.q[static_cast<size_t>(1 * 4 + 1)], -14);  // -14.5 -> -14
+          EXPECT_EQ(b.q[static_cast<size_t>(1 * 4 + 2)], -14);  // -13.5 -> -14
+        }
+      }
+    }
+  }
+}
+
 TEST(Kernels, Int8GemmMatchesItsReferenceAndTheFloatProduct) {
   for (DType t : {DType::Q8_0, DType::Q4_0}) {
     for (int64_t D : {32, 96, 512}) {

@@ -12,7 +12,12 @@
 #include <type_traits>
 
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/simd.h"
+
+// GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
+// "may be used uninitialized" once they are inlined here; they are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
 namespace smoe {
 
@@ -505,25 +510,46 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
   }
 }
 
-void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
+namespace {
+
+// Sizes out for T tokens padded to pad_to (grow-only buffers).
+void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
   SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");
   SMOE_CHECK(pad_to >= 1, "int8 activations: padding to multiples of ", pad_to);
   out.T = T;
   out.D = D;
   out.Tpad = (T + pad_to - 1) / pad_to * pad_to;
-  const int64_t nb = D / kBlock, Tpad = out.Tpad;
-  const size_t nl = static_cast<size_t>(nb * Tpad);
-  if (out.q.size() < static_cast<size_t>(D * Tpad)) out.q.resize(static_cast<size_t>(D * Tpad));
+  const size_t nl = static_cast<size_t>(D / kBlock * out.Tpad);
+  if (out.q.size() < static_cast<size_t>(D * out.Tpad)) out.q.resize(static_cast<size_t>(D * out.Tpad));
   for (auto* v : {&out.d, &out.dsum}) if (v->size() < nl) v->resize(nl);
   for (auto* v : {&out.corr8, &out.corr4}) if (v->size() < nl) v->resize(nl);
   if (out.corr6.size() < 2 * nl) out.corr6.resize(2 * nl);
-  for (int64_t b = 0; b < nb; ++b) {
-    for (int64_t t = 0; t < Tpad; ++t) {
-      int8_t q[kBlock] = {};  // padding tokens: zeros, scale 0
+}
+
+// Block b of token t: its 32 values q (zeros for padding tokens), scale and sums stored.
+void store_block(Int8Activations& out, int64_t b, int64_t t, const int8_t* q, float d, int32_t half0, int32_t half1) {
+  const int64_t Tpad = out.Tpad;
+  const size_t i = static_cast<size_t>(b * Tpad + t);
+  const int32_t sum = half0 + half1;
+  out.d[i] = d;
+  out.dsum[i] = d * static_cast<float>(sum);
+  out.corr8[i] = -128 * sum;
+  out.corr4[i] = -8 * sum;
+  out.corr6[static_cast<size_t>((b * 2) * Tpad + t)] = -32 * half0;
+  out.corr6[static_cast<size_t>((b * 2 + 1) * Tpad + t)] = -32 * half1;
+  for (int g = 0; g < 8; ++g) std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
+}
+
+// Tokens [t0, t1) (padding tokens: t >= T), scalar.
+void quantize_tokens_ref(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
+  const int64_t nb = out.D / kBlock;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      int8_t q[kBlock] = {};
       float d = 0.f;
-      int32_t sum = 0, half[2] = {0, 0};
-      if (t < T) {
-        const float* xb = x + t * D + b * kBlock;
+      int32_t half[2] = {0, 0};
+      if (t < out.T) {
+        const float* xb = x + t * out.D + b * kBlock;
         float amax = 0.f;
         for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
         d = amax / 127.f;
@@ -532,18 +558,55 @@ void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations&
           q[k] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
           half[k / 16] += q[k];
         }
-        sum = half[0] + half[1];
       }
-      const size_t i = static_cast<size_t>(b * Tpad + t);
-      out.d[i] = d;
-      out.dsum[i] = d * static_cast<float>(sum);
-      for (int h = 0; h < 2; ++h) out.corr6[static_cast<size_t>((b * 2 + h) * Tpad + t)] = -32 * half[h];
-      out.corr8[i] = -128 * sum;
-      out.corr4[i] = -8 * sum;
-      for (int g = 0; g < 8; ++g)
-        std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
+      store_block(out, b, t, q, d, half[0], half[1]);
     }
-  }
+}
+
+// The same with AVX-512 (equal bit for bit: the same max, division, product, and
+// round-to-nearest-even conversion).
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+void quantize_tokens_avx512(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
+  const int64_t nb = out.D / kBlock;
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t b = 0; b < nb; ++b) {
+      alignas(64) int8_t q[kBlock] = {};
+      float d = 0.f;
+      int32_t half[2] = {0, 0};
+      if (t < out.T) {
+        const float* xb = x + t * out.D + b * kBlock;
+        const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
+        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        d = amax / 127.f;
+        const float id = d != 0.f ? 1.f / d : 0.f;
+        const __m512 idv = _mm512_set1_ps(id);
+        const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
+        const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
+        _mm_store_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(i0));
+        _mm_store_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(i1));
+        half[0] = _mm512_reduce_add_epi32(i0);
+        half[1] = _mm512_reduce_add_epi32(i1);
+      }
+      store_block(out, b, t, q, d, half[0], half[1]);
+    }
+}
+
+}  // namespace
+
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to,
+                          ThreadPool* pool) {
+  size_activations(T, D, out, pad_to);
+  const bool fast = int8_gemm_fast();
+  // Tokens write disjoint bytes of every buffer: split them over the threads.
+  parallel_for(pool, out.Tpad, 4, [&](int64_t t0, int64_t t1) {
+    if (fast) quantize_tokens_avx512(x, out, t0, t1);
+    else quantize_tokens_ref(x, out, t0, t1);
+  });
+}
+
+void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
+  size_activations(T, D, out, pad_to);
+  quantize_tokens_ref(x, out, 0, out.Tpad);
 }
 
 bool int8_gemm_fast() {

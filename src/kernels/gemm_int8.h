@@ -12,6 +12,8 @@
 
 namespace smoe {
 
+class ThreadPool;
+
 // x[T, D] quantized per 32-value block, transposed for the kernel:
 // q[D/32][8][Tpad][4]: the 4 values k = 32b + 4g .. 32b + 4g + 3 of token t (signed);
 // d[D/32][Tpad]: the block scales (0 for padding tokens); corr8 / corr4 [D/32][Tpad]: -128
@@ -28,8 +30,11 @@ struct Int8Activations {
   std::vector<int32_t> corr8, corr4, corr6;
 };
 // Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels
-// read no padding and take 1).
-void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16);
+// read no padding and take 1). Tokens are split over pool's threads when one is given;
+// AVX-512 where the CPU has it, equal bit for bit to the scalar quantize_activations_ref.
+void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16,
+                          ThreadPool* pool = nullptr);
+void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16);
 
 // Whether this CPU runs the VNNI kernel, and whether `t` has an int8 path at all.
 bool int8_gemm_fast();

@@ -69,7 +69,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     // Repacked q8_0/q4_0 (any T): int8 activations, 16 rows per vector, no padding tokens.
     thread_local Int8Activations xa_buf;  // grow-only
     const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
-    quantize_activations(x, T, D, xa_buf, 1);
+    quantize_activations(x, T, D, xa_buf, 1, pool);
     // Tasks of about 256 KB of weights (at least one 16-row group).
     const int64_t groups = N / 16, per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
     parallel_for(pool, (groups + per_task - 1) / per_task, 1, [&](int64_t begin, int64_t end) {
@@ -117,7 +117,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     // Batch, q8_0/q4_0: activations quantized to int8 once, integer block dot products.
     thread_local Int8Activations xa_buf;  // grow-only
     const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
-    quantize_activations(x, T, D, xa_buf);
+    quantize_activations(x, T, D, xa_buf, 16, pool);
     // Panels of about 256 KB of int8 weights (a multiple of the kernel's 6 rows), so that a
     // panel and a block of activations stay in L2 while every token block passes over it.
     const int64_t prows = std::clamp<int64_t>((256 * 1024 / D) / 6 * 6, 6, kPanelRows);
