@@ -139,6 +139,28 @@ TEST(Kernels, GemmPanelMatchesScalar) {
   }
 }
 
+TEST(Kernels, SiluMulMatchesScalarSilu) {
+  // Every vector remainder, ordinary values and the extremes (exp overflow and underflow).
+  for (int64_t n : {1, 7, 16, 33, 1000}) {
+    std::vector<float> g = randn(static_cast<size_t>(n), 9 + static_cast<uint64_t>(n)), u = randn(g.size(), 10);
+    for (size_t i = 0; i < g.size(); ++i) g[i] *= 4.f;
+    if (n > 7) {
+      g[0] = -120.f;
+      g[1] = 120.f;
+      g[2] = -88.5f;
+      g[3] = 0.f;
+      g[4] = -3e38f;
+      g[5] = 3e38f;
+    }
+    std::vector<float> y = g;
+    silu_mul(y.data(), u.data(), n);
+    for (size_t i = 0; i < g.size(); ++i) {
+      const float ref = silu(g[i]) * u[i];
+      ASSERT_NEAR(y[i], ref, 4e-7f * std::fabs(ref) + 1e-30f) << "n=" << n << " x=" << g[i];
+    }
+  }
+}
+
 // The threaded (and, on AVX-512 CPUs, vectorized) activation quantization equals the scalar
 // reference in every buffer: values with exact .5 ties, an all-zero block, padding tokens.
 TEST(Kernels, ActivationQuantizationEqualsItsReference) {

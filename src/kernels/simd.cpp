@@ -8,6 +8,7 @@
 // Must come after foreach_target.h.
 #include "hwy/cache_control.h"
 #include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
 #include "kernels/simd.h"
 
 #include <cstring>
@@ -94,6 +95,24 @@ void Axpy(float a, const float* v, float* out, int64_t n) {
   int64_t i = 0;
   for (; i + N <= n; i += N) hn::StoreU(hn::MulAdd(av, hn::LoadU(d, v + i), hn::LoadU(d, out + i)), d, out + i);
   for (; i < n; ++i) out[i] += a * v[i];
+}
+
+// g[n] = silu(g[n]) * u[n] (SwiGLU) = g / (1 + e^-g) * u, with Highway's vector exp (valid
+// up to +104): below g = -88, where silu is under 1e-36, the result is a signed zero, as
+// std::exp overflowing to infinity gives.
+void SiluMul(float* g, const float* u, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto one = hn::Set(d, 1.f), lim = hn::Set(d, 88.f), zero = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto x = hn::LoadU(d, g + i);
+    const auto nx = hn::Neg(x);
+    auto s = hn::Div(x, hn::Add(one, hn::Exp(d, hn::Min(nx, lim))));
+    s = hn::IfThenElse(hn::Gt(nx, lim), hn::Mul(x, zero), s);
+    hn::StoreU(hn::Mul(s, hn::LoadU(d, u + i)), d, g + i);
+  }
+  for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
 float DotF32(const float* a, const float* b, int64_t n) {
@@ -473,6 +492,8 @@ void dequantize_row_simd(DType t, const uint8_t* src, float* dst, int64_t n) {
   HWY_DYNAMIC_DISPATCH(DequantRow)(t, src, dst, n);
 }
 HWY_EXPORT(DotF32);
+HWY_EXPORT(SiluMul);
+void silu_mul(float* g, const float* u, int64_t n) { HWY_DYNAMIC_DISPATCH(SiluMul)(g, u, n); }
 
 void axpy(float a, const float* v, float* out, int64_t n) { HWY_DYNAMIC_DISPATCH(Axpy)(a, v, out, n); }
 

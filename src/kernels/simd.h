@@ -39,6 +39,9 @@ void dequantize_row_simd(DType t, const uint8_t* src, float* dst, int64_t n);
 // sequential loop, so results agree with it to rounding, not bit for bit).
 void axpy(float a, const float* v, float* out, int64_t n);
 float dot_f32(const float* a, const float* b, int64_t n);
+// g[n] = silu(g[n]) * u[n] (SwiGLU; exp to within a few ulp of std::exp, so results agree
+// with ops.h's silu to rounding).
+void silu_mul(float* g, const float* u, int64_t n);
 
 // Exact IEEE half -> float for every half value (branch-free; equal to f16_to_f32).
 inline float f16_to_f32_fast(uint16_t h) {

@@ -226,7 +226,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
     const int64_t s0 = offsets_[e];
     matmul(ex.w1, &xg_[s0 * D], &h1_[s0 * F], n, pool);  // [n, F]
     matmul(ex.w3, &xg_[s0 * D], &h3_[s0 * F], n, pool);  // [n, F]
-    for (int64_t i = s0 * F; i < (s0 + n) * F; ++i) h1_[i] = silu(h1_[i]) * h3_[i];
+    silu_mul(&h1_[s0 * F], &h3_[s0 * F], n * F);
     matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n, pool);  // [n, D]
   }
 
