@@ -52,6 +52,7 @@ void run_bench_cmd(const BenchArgs& a) {
       {"bytes_per_token", r.bytes_per_token},
       {"weight_bytes_per_token", r.weight_bytes_per_token},
       {"read_GBps", r.read_GBps},
+      {"weights_read_GBps", r.weights_read_GBps},
       {"roofline_fraction", r.roofline_fraction},
       {"peak_rss_bytes", r.peak_rss_bytes},
   };
@@ -61,7 +62,8 @@ void run_bench_cmd(const BenchArgs& a) {
               r.tg_tokens_per_s.min, r.tg_tokens_per_s.max);
   std::printf("bytes per token:   %10.3f MB (weights %.3f MB)\n", r.bytes_per_token / 1e6,
               r.weight_bytes_per_token / 1e6);
-  std::printf("read bandwidth:    %10.2f GB/s\n", r.read_GBps);
+  std::printf("read bandwidth:    %10.2f GB/s (reading the model's weights: %.2f GB/s)\n", r.read_GBps,
+              r.weights_read_GBps);
   std::printf("decode roofline:   %10.1f %% of the bandwidth bound\n", 100 * r.roofline_fraction);
   std::printf("peak memory:       %10.1f MiB\n", r.peak_rss_bytes / (1 << 20));
   if (a.json) std::printf("%s\n", j.dump().c_str());

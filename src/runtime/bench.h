@@ -28,7 +28,8 @@ struct BenchResult {
   Stats pp_tokens_per_s, tg_tokens_per_s;
   double bytes_per_token = 0;  // weights + KV cache read per generated token (mean)
   double weight_bytes_per_token = 0;
-  double read_GBps = 0;        // measured memory read bandwidth
+  double read_GBps = 0;          // read rate of a fresh 1 GiB huge-page buffer (the bound)
+  double weights_read_GBps = 0;  // read rate of the model's weights (plain sums, all threads)
   double roofline_fraction = 0;  // tg tokens/s x bytes per token / bandwidth
   double peak_rss_bytes = 0;
 };
@@ -38,6 +39,8 @@ struct BenchResult {
 double decode_weight_bytes(const Model& model);
 // Best of `reps` timed parallel reads over a buffer of `bytes` (GB/s, 1e9 bytes).
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t(1) << 30, int reps = 5);
+// GB/s of reading every weight tensor of m once (best of reps passes).
+double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps = 4);
 // Peak resident set size of this process so far.
 double peak_rss_bytes();
 
