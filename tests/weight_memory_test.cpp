@@ -28,10 +28,19 @@ std::vector<float> logits_of(const Model& m) {
 
 // Loads `path` mapped and in memory (repacked or not) and checks the copy against the
 // mapped model: the same bytes (row by row where repacked), the same logits (bit for bit
-// unless repacked: the repacked kernels sum in another order).
-void expect_same_in_memory(const std::string& path, bool repack, bool has_q8) {
+// unless repacked: the repacked kernels sum in another order, and K-quant batches use int8
+// activations only when repacked: within rel_tol of the largest logit), and progress
+// reports that end with (all, all).
+void expect_same_in_memory(const std::string& path, bool repack, bool packable, float rel_tol = 1e-4f) {
   std::unique_ptr<Model> mapped = load_model(path, {WeightPlacement::kMapped});
-  std::unique_ptr<Model> mem = load_model(path, {WeightPlacement::kMemory, repack});
+  LoadOptions lo{WeightPlacement::kMemory, repack};
+  std::vector<std::pair<size_t, size_t>> calls;  // worker 0 and, after the join, the caller
+  lo.progress = [&](size_t done, size_t total) { calls.emplace_back(done, total); };
+  std::unique_ptr<Model> mem = load_model(path, lo);
+  ASSERT_FALSE(calls.empty());
+  EXPECT_EQ(calls.back().first, calls.back().second);
+  EXPECT_GE(calls.back().second, weight_bytes(*mapped));
+  for (size_t i = 1; i < calls.size(); ++i) EXPECT_LE(calls[i - 1].first, calls[i].first);
   EXPECT_FALSE(mapped->weights_in_memory);
   ASSERT_TRUE(mem->weights_in_memory);
   const std::vector<const TensorView*> a = mapped->all_tensors(), b = mem->all_tensors();
@@ -58,8 +67,8 @@ void expect_same_in_memory(const std::string& path, bool repack, bool has_q8) {
       EXPECT_EQ(std::memcmp(a[k]->data, b[k]->data, a[k]->nbytes), 0);
     }
   }
-  // Repacked exactly where asked and possible: the q8_0 expert matrices.
-  EXPECT_EQ(n_packed > 0, repack && has_q8 && int8_gemm_fast());
+  // Repacked exactly where asked and possible: the q8_0 / K-quant matrices.
+  EXPECT_EQ(n_packed > 0, repack && packable && int8_gemm_fast());
   if (mem->config.tie_embeddings) {
     EXPECT_EQ(mem->output.data, mem->tok_embd.data);
   }
@@ -74,7 +83,7 @@ void expect_same_in_memory(const std::string& path, bool repack, bool has_q8) {
       scale = std::max(scale, std::fabs(want[i]));
       diff = std::max(diff, std::fabs(want[i] - got[i]));
     }
-    EXPECT_LE(diff, 1e-4f * scale);
+    EXPECT_LE(diff, rel_tol * scale);
   }
   // Moving twice is a no-op.
   const uint8_t* before = mem->tok_embd.data;
@@ -113,6 +122,24 @@ TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
       save_gguf(*m, path, o);
       expect_same_in_memory(path, false, true);
       expect_same_in_memory(path, true, true);
+    }
+    if (!tied) {  // K-quants: dims of whole 256-value super-blocks
+      SCOPED_TRACE("k-quants");
+      ModelConfig ck = test::tiny_moe_config();
+      ck.dim = 256;
+      ck.hidden_dim = 256;
+      std::unique_ptr<Model> mk = synth_model(ck, 9);
+      GGUFSaveOptions o;
+      o.target_type = [](const std::string& name, const TensorView& t) {
+        if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
+        if (name.find("ffn_down") != std::string::npos) return DType::Q6_K;
+        if (name.find("ffn_") != std::string::npos) return DType::Q4_K;
+        return name.find("attn") != std::string::npos ? DType::Q5_K : DType::F32;
+      };
+      const std::string path = dir + "/k.gguf";
+      save_gguf(*mk, path, o);
+      expect_same_in_memory(path, false, true);
+      expect_same_in_memory(path, true, true, 0.05f);
     }
     SCOPED_TRACE("hf");  // q/k projections live in owned buffers (un-permuted at load)
     const std::string hf = dir + "/hf" + std::to_string(tied);

@@ -1,4 +1,5 @@
 // common.cpp: helpers shared by the subcommands (model path, token lists, tokenizers).
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -36,8 +37,22 @@ void add_load_option(CLI::App& cmd, LoadOptions& opts) {
       ->transform(CLI::CheckedTransformer(names))
       ->default_str("auto");
   cmd.add_flag("!--no-repack", opts.repack,
-               "in memory, keep q8_0/q4_0 matrices in their file layout (by default they are "
-               "repacked in 16-row groups for the AVX-512 VNNI kernels)");
+               "in memory, keep q8_0/q4_0/q4_K/q5_K/q6_K matrices in their file layout (by "
+               "default they are repacked in 16-row groups for the AVX-512 VNNI kernels)");
+  // A line on stderr about once a second while a copy into memory runs longer than that.
+  using Clock = std::chrono::steady_clock;
+  opts.progress = [start = Clock::time_point{}, last = Clock::time_point{}, shown = false](
+                      size_t done, size_t total) mutable {
+    const Clock::time_point now = Clock::now();
+    if (start == Clock::time_point{}) start = now;  // the first call comes as the copy starts
+    const double s = std::chrono::duration<double>(now - start).count();
+    if (done < total && (s < 1.0 || now - last < std::chrono::seconds(1))) return;
+    if (done == total && !shown) return;  // quick loads stay quiet
+    last = now;
+    shown = true;
+    std::fprintf(stderr, "smoe: weights into memory: %.2f / %.2f GB (%.1f s)%s\n", static_cast<double>(done) / 1e9,
+                 static_cast<double>(total) / 1e9, s, done == total ? ", done" : "");
+  };
 }
 
 std::vector<int32_t> parse_token_list(const std::string& text, const std::string& what) {

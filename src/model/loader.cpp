@@ -336,7 +336,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   else fail(path, ": is a config file without weights; give the model folder or a GGUF file");
   if (resolve_weight_placement(opts.weights, weight_bytes(*m), available_memory_bytes()) ==
       WeightPlacement::kMemory)
-    move_weights_to_memory(*m, opts.repack);
+    move_weights_to_memory(*m, opts.repack, opts.progress);
   return m;
 }
 

@@ -2,6 +2,7 @@
 // copying them into one huge-page buffer, q8_0/q4_0 matrices repacked on the way for the
 // VNNI kernels (see model.h, WeightPlacement, and kernels/gemm_x16.h).
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 #include <unordered_map>
@@ -84,7 +85,7 @@ size_t weight_bytes(const Model& m) {
   return total;
 }
 
-void move_weights_to_memory(Model& m, bool repack) {
+void move_weights_to_memory(Model& m, bool repack, const std::function<void(size_t, size_t)>& progress) {
   if (m.weights_in_memory) return;
   std::vector<TensorView*> views = weight_views(m);
   // Distinct source ranges in first-seen order (tied or shared views copy once); a view's
@@ -137,9 +138,11 @@ void move_weights_to_memory(Model& m, bool repack) {
   }
   const size_t n_threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 16);
   std::vector<std::thread> workers;
+  std::atomic<size_t> done{0};
   for (size_t w = 0; w < n_threads; ++w)
     workers.emplace_back([&, w] {
       for (size_t k = w; k < pieces.size(); k += n_threads) {
+        if (w == 0 && progress) progress(done.load(), total);
         const Piece& pc = pieces[k];
         const Range& r = ranges[pc.range];
         uint8_t* out = dst + offset[pc.range] + pc.begin;
@@ -149,9 +152,11 @@ void move_weights_to_memory(Model& m, bool repack) {
         } else {
           std::memcpy(out, r.src + pc.begin, pc.n);
         }
+        done += pc.n;
       }
     });
   for (std::thread& th : workers) th.join();
+  if (progress) progress(total, total);
   for (TensorView* t : views) {
     if (!t->data) continue;
     const size_t i = index.at(t->data);
