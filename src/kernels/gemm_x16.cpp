@@ -9,13 +9,16 @@
 
 #include "core/error.h"
 
+// GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
+// "may be used uninitialized" once they are inlined here; they are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace smoe {
 
 namespace {
 
 constexpr int64_t kGroup = 16;  // rows per group (one 512-bit register of int32 lanes)
 constexpr int64_t kBlock = 32;
-constexpr int kMaxTokens = 8;  // tokens per pass over a row group
 
 // Bytes of one block of a row group: 16 scales, then 16 rows' values.
 constexpr size_t group_block_bytes(bool q8) { return kGroup * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)); }
@@ -82,28 +85,9 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
 template <bool kQ8>
 void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kBlock) * group_block_bytes(kQ8);
-  // Blocks of up to 64 tokens (their int8 activations, 256 KB at D = 4096, stay in L2);
-  // within one, each row group does all its passes while its weights are in L1/L2.
-  constexpr int64_t kTokenBlock = 64;
-  for (int64_t tb = 0; tb < x.T; tb += kTokenBlock) {
-    const int64_t tb_end = std::min(x.T, tb + kTokenBlock);
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const uint8_t* wg = w + static_cast<size_t>(g) * stride;
-      float* yg = y + g * kGroup;
-      for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens) {
-        switch (std::min<int64_t>(kMaxTokens, tb_end - t0)) {
-          case 1: x16_group<kQ8, 1>(wg, x, t0, yg, ldy); break;
-          case 2: x16_group<kQ8, 2>(wg, x, t0, yg, ldy); break;
-          case 3: x16_group<kQ8, 3>(wg, x, t0, yg, ldy); break;
-          case 4: x16_group<kQ8, 4>(wg, x, t0, yg, ldy); break;
-          case 5: x16_group<kQ8, 5>(wg, x, t0, yg, ldy); break;
-          case 6: x16_group<kQ8, 6>(wg, x, t0, yg, ldy); break;
-          case 7: x16_group<kQ8, 7>(wg, x, t0, yg, ldy); break;
-          default: x16_group<kQ8, 8>(wg, x, t0, yg, ldy); break;
-        }
-      }
-    }
-  }
+  x16_for_each_pass(n_groups, x.T, [&](auto nt, int64_t g, int64_t t0) {
+    x16_group<kQ8, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
+  });
 }
 
 void check_type(DType t) {

@@ -34,7 +34,9 @@
 //   q6_K, 16-value halves h = 0, 1: isum = sum q * x_q + corr6 (= sum (q - 32) x_q),
 //     acc = fma(isum, (d * sc_{2b+h}) * dx, acc)
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "core/dtype.h"
 #include "kernels/gemm_int8.h"
@@ -53,6 +55,31 @@ void unpack_x16_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_
 // the x.T tokens of x. VNNI kernels; callers check x16_supports first.
 void gemm_x16(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,
               int64_t ldy);
+
+// The pass order both kernel families use: tokens in blocks of 64 (their int8 activations,
+// 256 KB at D = 4096, stay in L2); within one, each row group does all its passes of up to 8
+// tokens while its weights are in L1/L2. pass(std::integral_constant<int, NT>, group g,
+// first token t0) runs one pass.
+template <class Pass>
+void x16_for_each_pass(int64_t n_groups, int64_t T, Pass&& pass) {
+  constexpr int64_t kTokenBlock = 64, kMaxTokens = 8;
+  for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
+    const int64_t tb_end = std::min(T, tb + kTokenBlock);
+    for (int64_t g = 0; g < n_groups; ++g)
+      for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens) {
+        switch (std::min(kMaxTokens, tb_end - t0)) {
+          case 1: pass(std::integral_constant<int, 1>{}, g, t0); break;
+          case 2: pass(std::integral_constant<int, 2>{}, g, t0); break;
+          case 3: pass(std::integral_constant<int, 3>{}, g, t0); break;
+          case 4: pass(std::integral_constant<int, 4>{}, g, t0); break;
+          case 5: pass(std::integral_constant<int, 5>{}, g, t0); break;
+          case 6: pass(std::integral_constant<int, 6>{}, g, t0); break;
+          case 7: pass(std::integral_constant<int, 7>{}, g, t0); break;
+          default: pass(std::integral_constant<int, 8>{}, g, t0); break;
+        }
+      }
+  }
+}
 
 // The K-quant halves of the above (gemm_x16_kquant.cpp), and the scalar reference of their
 // arithmetic on n unrepacked GGUF rows (x padded or not).

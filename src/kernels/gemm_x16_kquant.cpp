@@ -21,7 +21,6 @@ namespace {
 
 constexpr int64_t kGroup = 16;
 constexpr int64_t kSuper = 256;  // values per super-block
-constexpr int kMaxTokens = 8;
 
 // Byte offsets inside one super-block of a 16-row group (see gemm_x16.h): 32-value block jb
 // starts at values + block * jb with its 256 bytes of nibbles, then its high bits.
@@ -277,27 +276,9 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
 template <DType kT>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
-  // As gemm_x16: 64-token blocks (activations in L2), every pass of a group back to back.
-  constexpr int64_t kTokenBlock = 64;
-  for (int64_t tb = 0; tb < x.T; tb += kTokenBlock) {
-    const int64_t tb_end = std::min(x.T, tb + kTokenBlock);
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const uint8_t* wg = w + static_cast<size_t>(g) * stride;
-      float* yg = y + g * kGroup;
-      for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens) {
-        switch (std::min<int64_t>(kMaxTokens, tb_end - t0)) {
-          case 1: kx16_group<kT, 1>(wg, x, t0, yg, ldy); break;
-          case 2: kx16_group<kT, 2>(wg, x, t0, yg, ldy); break;
-          case 3: kx16_group<kT, 3>(wg, x, t0, yg, ldy); break;
-          case 4: kx16_group<kT, 4>(wg, x, t0, yg, ldy); break;
-          case 5: kx16_group<kT, 5>(wg, x, t0, yg, ldy); break;
-          case 6: kx16_group<kT, 6>(wg, x, t0, yg, ldy); break;
-          case 7: kx16_group<kT, 7>(wg, x, t0, yg, ldy); break;
-          default: kx16_group<kT, 8>(wg, x, t0, yg, ldy); break;
-        }
-      }
-    }
-  }
+  x16_for_each_pass(n_groups, x.T, [&](auto nt, int64_t g, int64_t t0) {
+    kx16_group<kT, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
+  });
 }
 
 void check_kquant(DType t, int64_t N, int64_t D) {
