@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/transformer.h"
 
 namespace smoe::test {
 
@@ -29,6 +30,15 @@ inline ModelConfig tiny_moe_config() {
   c.max_seq_len = 256;
   c.rope_theta = 10000;
   return c;
+}
+
+// All logits of a fixed 12-token prompt (tests comparing two copies of one model).
+inline std::vector<float> prompt_logits(const Model& m) {
+  const std::vector<int32_t> tokens = {1, 5, 9, 33, 2, 66, 17, 40, 3, 12, 7, 0};
+  Session s(m, 64);
+  std::vector<float> logits;
+  s.forward(tokens, /*all_logits=*/true, logits);
+  return logits;
 }
 
 // Path under ../shared/fixtures; the calling test is skipped (GTEST_SKIP) by the macro

@@ -18,14 +18,6 @@
 namespace smoe {
 namespace {
 
-std::vector<float> logits_of(const Model& m) {
-  const std::vector<int32_t> tokens = {1, 5, 9, 33, 2, 66, 17, 40, 3, 12, 7, 0};
-  Session s(m, 64);
-  std::vector<float> logits;
-  s.forward(tokens, /*all_logits=*/true, logits);
-  return logits;
-}
-
 // Loads `path` mapped and in memory (repacked or not) and checks the copy against the
 // mapped model: the same bytes (row by row where repacked), the same logits (bit for bit
 // unless repacked: the repacked kernels sum in another order, and K-quant batches use int8
@@ -73,7 +65,7 @@ void expect_same_in_memory(const std::string& path, bool repack, bool packable, 
     EXPECT_EQ(mem->output.data, mem->tok_embd.data);
   }
   EXPECT_EQ(weight_bytes(*mapped), weight_bytes(*mem));
-  const std::vector<float> want = logits_of(*mapped), got = logits_of(*mem);
+  const std::vector<float> want = test::prompt_logits(*mapped), got = test::prompt_logits(*mem);
   ASSERT_EQ(want.size(), got.size());
   if (n_packed == 0) {
     EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0);

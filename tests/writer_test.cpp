@@ -352,14 +352,6 @@ ModelConfig small_config(int64_t n_heads, int64_t n_kv_heads, bool moe) {
   return c;
 }
 
-std::vector<float> run_logits(const Model& m) {
-  const std::vector<int32_t> tokens = {1, 5, 9, 33, 2, 66, 17, 40, 3, 12, 7, 0};
-  Session s(m, 64);
-  std::vector<float> logits;
-  s.forward(tokens, /*all_logits=*/true, logits);
-  return logits;
-}
-
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
   double d = 0;
@@ -417,7 +409,7 @@ TEST(ModelWriter, SyntheticModelsRoundTripExactly) {
     c.tie_embeddings = s.tied;
     c.sliding_window = s.sliding_window;
     std::unique_ptr<Model> m = synth_model(c, 42);
-    const std::vector<float> want = run_logits(*m);
+    const std::vector<float> want = test::prompt_logits(*m);
     const std::string dir = test::temp_dir(std::string("writer_synth_") + s.name);
 
     for (bool per_expert : {false, true}) {
@@ -442,7 +434,7 @@ TEST(ModelWriter, SyntheticModelsRoundTripExactly) {
       std::unique_ptr<Model> back = load_model(path);
       expect_same_config(m->config, back->config);
       expect_same_weights(*m, *back);
-      EXPECT_LE(max_abs_diff(want, run_logits(*back)), 1e-5);
+      EXPECT_LE(max_abs_diff(want, test::prompt_logits(*back)), 1e-5);
     }
 
     SCOPED_TRACE("hf");
@@ -479,7 +471,7 @@ TEST(ModelWriter, SyntheticModelsRoundTripExactly) {
     std::unique_ptr<Model> back = load_model(hf);
     expect_same_config(m->config, back->config);
     expect_same_weights(*m, *back);
-    EXPECT_LE(max_abs_diff(want, run_logits(*back)), 1e-5);
+    EXPECT_LE(max_abs_diff(want, test::prompt_logits(*back)), 1e-5);
     // And saving the loaded HF model again gives the same file.
     save_hf(*back, dir + "/hf2");
     EXPECT_EQ(test::read_file(hf + "/model.safetensors"),

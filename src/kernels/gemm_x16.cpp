@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/gemm_x16_simd.h"
 
 // GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
 // "may be used uninitialized" once they are inlined here; they are fully overwritten.
@@ -22,13 +23,6 @@ constexpr int64_t kBlock = 32;
 
 // Bytes of one block of a row group: 16 scales, then 16 rows' values.
 constexpr size_t group_block_bytes(bool q8) { return kGroup * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)); }
-
-// 4 int8 values as one int32 broadcast to every lane.
-__attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
 
 // One row group against tokens t0 .. t0 + NT - 1 of x, over all blocks.
 template <bool kQ8, int NT>
@@ -58,17 +52,14 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
       for (int g = 0; g < 8; ++g) {
         const __m512i w = _mm512_loadu_si512(blk + 32 + 64 * g);
         for (int t = 0; t < NT; ++t)
-          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, bcast4(xb + 4 * (g * Tpad + t)));
+          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, x16::bcast4(xb + 4 * (g * Tpad + t)));
       }
     } else {
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
         const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * g);
         const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        for (int t = 0; t < NT; ++t) {
-          s[0][t] = _mm512_dpbusd_epi32(s[0][t], lo, bcast4(xb + 4 * (g * Tpad + t)));
-          s[kChains - 1][t] = _mm512_dpbusd_epi32(s[kChains - 1][t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
-        }
+        x16::dot_nibble_planes<NT>(s[0], s[kChains - 1], lo, hi, xb, g, Tpad);
       }
     }
     if constexpr (kChains == 2)

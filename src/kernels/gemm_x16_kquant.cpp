@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "kernels/gemm_x16.h"
+#include "kernels/gemm_x16_simd.h"
 
 // GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
 // "may be used uninitialized" once they are inlined here; they are fully overwritten.
@@ -146,12 +147,6 @@ std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
 
 // ---- the VNNI kernel ----
 
-__attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return _mm512_set1_epi32(v);
-}
-
 // Bits 2f..2f+1 of every byte moved to bits 4..5 (q6_K high bits, field f of a vector).
 __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(__m512i h, int f) {
   const __m512i s = f == 0 ? _mm512_slli_epi16(h, 4) : f == 1 ? _mm512_slli_epi16(h, 2) : f == 2 ? h : _mm512_srli_epi16(h, 2);
@@ -220,10 +215,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
           const __m512i v = _mm512_loadu_si512(qb + 64 * g);
           const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
           const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
-          for (int t = 0; t < NT; ++t) {
-            sa[t] = _mm512_dpbusd_epi32(sa[t], lo, bcast4(xb + 4 * (g * Tpad + t)));
-            sbv[t] = _mm512_dpbusd_epi32(sbv[t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
-          }
+          x16::dot_nibble_planes<NT>(sa, sbv, lo, hi, xb, g, Tpad);
         }
         const __m512 sca = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb));
         const __m512 scb = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb + 1));
@@ -254,10 +246,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
             lo = _mm512_or_si512(lo, bit5(hb, g));
             hi = _mm512_or_si512(hi, bit5(hb, g + 4));
           }
-          for (int t = 0; t < NT; ++t) {
-            acc_i[0][t] = _mm512_dpbusd_epi32(acc_i[0][t], lo, bcast4(xb + 4 * (g * Tpad + t)));
-            acc_i[kChains - 1][t] = _mm512_dpbusd_epi32(acc_i[kChains - 1][t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
-          }
+          x16::dot_nibble_planes<NT>(acc_i[0], acc_i[kChains - 1], lo, hi, xb, g, Tpad);
         }
         if constexpr (kChains == 2) acc_i[0][0] = _mm512_add_epi32(acc_i[0][0], acc_i[1][0]);
         const __m512 rscale = _mm512_mul_ps(dv, scale_or_min<false>(sb, j));

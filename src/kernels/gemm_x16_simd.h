@@ -1,0 +1,33 @@
+// gemm_x16_simd.h: AVX-512 VNNI pieces the two x16 kernel files share (gemm_x16.cpp for
+// q8_0/q4_0, gemm_x16_kquant.cpp for q4_K/q5_K/q6_K); included by those two files only.
+// Legend: NT tokens of a pass, Tpad the activations' token stride, xb one 32-value block of
+// activations laid out [8 groups][Tpad][4 values] (see Int8Activations).
+#pragma once
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace smoe::x16 {
+
+// 4 int8 values as one int32 broadcast to every lane.
+__attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+// One nibble vector of a 32-value block, unpacked to lo (value group g: values 4g..4g+3 of
+// the 16 rows) and hi (group g + 4): s_lo[t] += lo . x_t(g), s_hi[t] += hi . x_t(g + 4).
+// s_lo and s_hi may be the same array (one chain per token).
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
+inline void dot_nibble_planes(__m512i* s_lo, __m512i* s_hi, __m512i lo, __m512i hi, const int8_t* xb, int g,
+                              int64_t Tpad) {
+  for (int t = 0; t < NT; ++t) {
+    s_lo[t] = _mm512_dpbusd_epi32(s_lo[t], lo, bcast4(xb + 4 * (g * Tpad + t)));
+    s_hi[t] = _mm512_dpbusd_epi32(s_hi[t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
+  }
+}
+
+}  // namespace smoe::x16
