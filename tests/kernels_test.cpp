@@ -1,5 +1,6 @@
 // kernels_test.cpp: every SIMD kernel against its scalar reference, over many sizes and
-// misaligned pointers: fused dot products (all eight types), GEMM panels, SIMD
+// misaligned pointers: fused dot products (all eight types; float rows for 1-3 tokens at
+// once), GEMM panels, SIMD
 // dequantization (bit-exact), the fast half conversion (all 65536 values), attention's
 // dot/axpy, the int8-activation GEMM and decode dots (bit-exact with their reference),
 // online-softmax attention, and matmul against matmul_ref through the thread pool.
@@ -10,9 +11,11 @@
 #include <random>
 #include <vector>
 
+#include "core/error.h"
 #include "core/thread_pool.h"
 #include "kernels/attention.h"
 #include "kernels/dequant.h"
+#include "kernels/dot_float.h"
 #include "kernels/gemm_int8.h"
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
@@ -83,6 +86,42 @@ TEST(Kernels, DotRowsMatchScalarForAllTypesSizesAndAlignments) {
       }
     }
   }
+}
+
+TEST(Kernels, FloatDecodeDotsMatchScalarForAllSizesTokensAndAlignments) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16}) {
+    ASSERT_TRUE(dot_rows_float_supports(t));
+    for (int64_t D = 0; D <= 130; ++D) {
+      for (size_t mis : {0, 1, 3}) {
+        for (int64_t rows : {1, 2, 3, 5, 9}) {  // 4- and 2-row passes and the rest
+          std::vector<uint8_t> w = make_rows(t, rows, D, mis, 5 + static_cast<uint64_t>(D));
+          for (int T = 1; T <= kMaxFloatDotTokens; ++T) {
+            std::vector<float> xbuf = randn(static_cast<size_t>(T * D + 1), 3 + static_cast<uint64_t>(T));
+            const float* x = xbuf.data() + (mis ? 1 : 0);
+            const int64_t ldy = rows + 2;
+            std::vector<float> y(static_cast<size_t>(T * ldy), -7.f);
+            dot_rows_float(t, w.data() + mis, rows, x, T, D, y.data(), ldy);
+            const size_t rb = row_bytes(t, D);
+            for (int tok = 0; tok < T; ++tok) {
+              for (int64_t r = 0; r < rows; ++r) {
+                const double ref = scalar_dot(t, w.data() + mis + r * rb, x + tok * D, D);
+                ASSERT_NEAR(y[static_cast<size_t>(tok * ldy + r)], ref, 1e-5 * (1 + static_cast<double>(D)))
+                    << dtype_name(t) << " D=" << D << " misalign " << mis << " rows " << rows
+                    << " T=" << T << " token " << tok << " row " << r;
+              }
+              for (int64_t r = rows; r < ldy; ++r)  // past the rows: untouched
+                ASSERT_EQ(y[static_cast<size_t>(tok * ldy + r)], -7.f);
+            }
+          }
+        }
+      }
+    }
+  }
+  std::vector<float> x(64), y(8);
+  std::vector<uint8_t> w(64 * 4 * 8);
+  EXPECT_THROW(dot_rows_float(DType::F16, w.data(), 1, x.data(), 0, 32, y.data(), 1), Error);
+  EXPECT_THROW(dot_rows_float(DType::F16, w.data(), 1, x.data(), kMaxFloatDotTokens + 1, 16, y.data(), 1), Error);
+  EXPECT_THROW(dot_rows_float(DType::Q8_0, w.data(), 1, x.data(), 1, 32, y.data(), 1), Error);
 }
 
 TEST(Kernels, SimdDequantizationIsBitExact) {

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "kernels/dequant.h"
+#include "kernels/dot_float.h"
 #include "kernels/gemm_int8.h"
 #include "kernels/gemm_x16.h"
 #include "kernels/simd.h"
@@ -16,6 +17,7 @@ namespace smoe {
 namespace {
 // Below this many tokens matmul uses the fused dot products, from it the packed tiles.
 constexpr int64_t kGemmMinTokens = 4;
+static_assert(kGemmMinTokens - 1 <= kMaxFloatDotTokens, "decode sizes must fit dot_rows_float");
 // Weight rows per gemm_panel call (one task of the thread pool).
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
@@ -107,6 +109,14 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
       return;
     }
     const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+    if (dot_rows_float_supports(w.dtype)) {
+      // f32/f16/bf16: every weight read once for all T tokens.
+      parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+        dot_rows_float(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, x,
+                       static_cast<int>(T), D, y + begin, N);
+      });
+      return;
+    }
     parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
       for (int64_t t = 0; t < T; ++t)
         dot_rows(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, x + t * D,
