@@ -39,6 +39,7 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* blk = wg + static_cast<size_t>(b) * gb;
     const int8_t* xb = xq + 4 * b * 8 * Tpad;
+    x16::prefetch_ahead(blk, gb);
     // One vpdpbusd chain per token; a single token gets two (groups 0-3 and 4-7), halving
     // the dependent latency that several tokens hide anyway.
     constexpr int kChains = NT == 1 ? 2 : 1;

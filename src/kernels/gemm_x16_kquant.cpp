@@ -197,11 +197,13 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t s = 0; s < nsb; ++s) {
     const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
+    x16::prefetch_ahead(sb, L.values);
     const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
     if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
         const int64_t b = s * 8 + jb;
         const uint8_t* qb = sb + L.values + L.block * jb;
+        x16::prefetch_ahead(qb, L.block);
         const int8_t* xb = xq + 4 * b * 8 * Tpad;
         // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
         __m512i sa[NT], sbv[NT];
@@ -230,6 +232,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
       for (int j = 0; j < 8; ++j) {
         const int64_t b = s * 8 + j;
         const uint8_t* qb = sb + L.values + L.block * j;
+        x16::prefetch_ahead(qb, L.block);
         const int8_t* xb = xq + 4 * b * 8 * Tpad;
         // One chain per token; a single token gets two (low and high nibbles).
         constexpr int kChains = NT == 1 ? 2 : 1;

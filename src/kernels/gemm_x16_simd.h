@@ -10,6 +10,17 @@
 
 namespace smoe::x16 {
 
+// How far ahead of the block being multiplied the kernels prefetch weights. A group's
+// blocks are one sequential stream, yet with the hardware prefetcher alone decode read
+// 8 expert matrices at 65-75% of the machine's read rate; 512-1536 bytes ahead gave
+// 76-86% (q8_0, q4_0, q4_K; 2 threads, one sitting), 4096 less.
+constexpr size_t kPrefetchBytes = 1024;
+
+// Prefetches the `bytes` bytes (whole cache lines) that lie kPrefetchBytes past p.
+__attribute__((always_inline)) inline void prefetch_ahead(const uint8_t* p, size_t bytes) {
+  for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + o), _MM_HINT_T0);
+}
+
 // 4 int8 values as one int32 broadcast to every lane.
 __attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
   int32_t v;
