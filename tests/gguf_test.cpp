@@ -155,7 +155,7 @@ GGUFBuilder sample_builder() {
   q8[0] = 0x00, q8[1] = 0x3c;  // d = 1.0 as half
   for (int k = 0; k < 32; ++k) q8[2 + k] = static_cast<char>(k - 16);
   g.tensor("q", {32, 1}, 8, q8);
-  g.tensor("k", {256}, 10, std::string(84, '\x01'));  // q2_K: known size, not supported
+  g.tensor("k", {32}, 3, std::string(20, '\x01'));  // q4_1: known size, not supported
   return g;
 }
 
@@ -231,7 +231,7 @@ TEST(GGUF, ReadsSelfMadeFile) {
   std::memcpy(&blk, q.data, sizeof blk);
   EXPECT_EQ(f16_to_f32(blk.d), 1.0f);
   EXPECT_EQ(blk.qs[0], -16);
-  EXPECT_EQ(f->find_tensor("k")->nbytes, 84u);
+  EXPECT_EQ(f->find_tensor("k")->nbytes, 20u);
   EXPECT_EQ(shape_str(w.shape), "[2, 3]");
 }
 
@@ -279,8 +279,8 @@ TEST(GGUF, UnsupportedTypeOnlyFailsWhenRequested) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    EXPECT_NE(msg.find("tensor 'k' has type q2_K, which smoe does not support yet; supported: f32, "
-                       "f16, bf16, q8_0, q4_0, q4_K"),
+    EXPECT_NE(msg.find("tensor 'k' has type q4_1, which smoe does not support yet; supported: f32, "
+                       "f16, bf16, q8_0, q4_0, q2_K, q3_K, q4_K"),
               std::string::npos)
         << msg;
   }
@@ -398,6 +398,28 @@ TEST(GGUF, RejectsTensorDataPastTheEnd) {
   g = sample_builder();
   std::string b = g.build();
   expect_error(b.substr(0, b.size() - 1), {"tensor 'k' data [", "runs past the end"});
+}
+
+// q2_K / q3_K tensors load (type, shape, size), and a q3_K tensor whose data the file
+// cuts short is named in the error.
+TEST(GGUF, LowBitKQuantTensorsLoadAndTruncationIsReported) {
+  GGUFBuilder g = sample_builder();
+  g.tensor("q2", {512, 2}, 10, std::string(4 * 84, '\x02'));
+  g.tensor("q3", {512}, 11, std::string(2 * 110, '\x03'));
+  std::string b = g.build();
+  auto f = open_bytes(b);
+  const TensorView q2 = f->tensor("q2"), q3 = f->tensor("q3");
+  EXPECT_EQ(q2.dtype, DType::Q2_K);
+  EXPECT_EQ(q2.shape, (std::vector<int64_t>{2, 512}));
+  EXPECT_EQ(q2.nbytes, 4u * 84u);
+  EXPECT_EQ(q3.dtype, DType::Q3_K);
+  EXPECT_EQ(q3.nbytes, 220u);
+  expect_error(b.substr(0, b.size() - 1), {"tensor 'q3' data [", "+220)", "runs past the end"});
+  expect_error(b.substr(0, b.size() - 110), {"tensor 'q3' data [", "runs past the end"});
+  // A row that is not a whole number of 256-value blocks.
+  g = sample_builder();
+  g.tensor("q3", {128}, 11, std::string(55, '\x03'));
+  expect_error(g.build(), {"q3", "not a whole number of blocks of 256"});
 }
 
 TEST(GGUF, RejectsMisalignedOffsetAndBadAlignment) {

@@ -1,5 +1,5 @@
 // kernels_test.cpp: every SIMD kernel against its scalar reference, over many sizes and
-// misaligned pointers: fused dot products (all eight types; float rows for 1-3 tokens at
+// misaligned pointers: fused dot products (all ten types; float rows for 1-3 tokens at
 // once), GEMM panels, SIMD
 // dequantization (bit-exact), the fast half conversion (all 65536 values), attention's
 // dot/axpy, the int8-activation GEMM and decode dots (bit-exact with their reference),
@@ -24,8 +24,8 @@
 namespace smoe {
 namespace {
 
-const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
-                           DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                           DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.f) {
   std::mt19937_64 rng(seed);

@@ -37,7 +37,7 @@ void register_quantize(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("quantize", "convert a model (any supported format) to GGUF of another type");
   cmd->add_option("IN", a->in, "model: GGUF file, Hugging Face or Mistral folder")->required();
   cmd->add_option("OUT", a->out, "GGUF file to write")->required();
-  cmd->add_option("--type", a->type, "f32, f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K")->capture_default_str();
+  cmd->add_option("--type", a->type, "f32, f16, bf16, q8_0, q4_0, q2_K, q3_K, q4_K, q5_K or q6_K")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "threads (0: all cores)");
   cmd->callback([a] {
     const DType t = parse_type(a->type);
@@ -53,7 +53,7 @@ void register_synth(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("synth", "write a random-weight model of any shape as GGUF");
   cmd->add_option("--config", a->config, "config.json (Hugging Face) or params.json (Mistral)")->required();
   cmd->add_option("--out", a->out, "GGUF file to write")->required();
-  cmd->add_option("--type", a->type, "f32, f16, bf16, q8_0, q4_0, q4_K, q5_K or q6_K")->capture_default_str();
+  cmd->add_option("--type", a->type, "f32, f16, bf16, q8_0, q4_0, q2_K, q3_K, q4_K, q5_K or q6_K")->capture_default_str();
   cmd->add_option("--layers", a->layers, "keep only the first N layers (0: all)");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "threads (0: all cores)");

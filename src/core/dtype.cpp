@@ -11,6 +11,7 @@ namespace smoe {
 const DTypeInfo& dtype_info(DType t) {
   static const DTypeInfo f32{"f32", 1, 4}, f16{"f16", 1, 2}, bf16{"bf16", 1, 2},
       q8_0{"q8_0", kQK8_0, sizeof(BlockQ8_0)}, q4_0{"q4_0", kQK4_0, sizeof(BlockQ4_0)},
+      q2_k{"q2_K", kQK_K, sizeof(BlockQ2_K)}, q3_k{"q3_K", kQK_K, sizeof(BlockQ3_K)},
       q4_k{"q4_K", kQK_K, sizeof(BlockQ4_K)}, q5_k{"q5_K", kQK_K, sizeof(BlockQ5_K)},
       q6_k{"q6_K", kQK_K, sizeof(BlockQ6_K)};
   switch (t) {
@@ -19,6 +20,8 @@ const DTypeInfo& dtype_info(DType t) {
     case DType::BF16: return bf16;
     case DType::Q8_0: return q8_0;
     case DType::Q4_0: return q4_0;
+    case DType::Q2_K: return q2_k;
+    case DType::Q3_K: return q3_k;
     case DType::Q4_K: return q4_k;
     case DType::Q5_K: return q5_k;
     case DType::Q6_K: return q6_k;
@@ -32,6 +35,8 @@ std::optional<DType> dtype_from_ggml(uint32_t id) {
     case 1: return DType::F16;
     case 2: return DType::Q4_0;
     case 8: return DType::Q8_0;
+    case 10: return DType::Q2_K;
+    case 11: return DType::Q3_K;
     case 12: return DType::Q4_K;
     case 13: return DType::Q5_K;
     case 14: return DType::Q6_K;
@@ -64,8 +69,8 @@ std::optional<DType> dtype_from_name(const std::string& name) {
 }
 
 const DType* all_dtypes(size_t* count) {
-  static const DType all[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0,
-                              DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  static const DType all[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                              DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
   *count = sizeof(all) / sizeof(all[0]);
   return all;
 }

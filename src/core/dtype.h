@@ -15,6 +15,8 @@ enum class DType : uint32_t {
   F16 = 1,
   Q4_0 = 2,
   Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
   Q4_K = 12,
   Q5_K = 13,
   Q6_K = 14,
@@ -34,7 +36,8 @@ inline const char* dtype_name(DType t) { return dtype_info(t).name; }
 std::optional<DType> dtype_from_ggml(uint32_t id);
 // Name of any GGML type id, supported or not (for error messages): "q4_K", "type 99", ...
 std::string ggml_type_name(uint32_t id);
-// Parses "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k" (case-insensitive).
+// Parses "f32", "f16", "bf16", "q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k"
+// (case-insensitive).
 std::optional<DType> dtype_from_name(const std::string& name);
 // Bytes of a row of n values; throws when n is not a whole number of blocks.
 size_t row_bytes(DType t, int64_t n);
@@ -59,6 +62,36 @@ static_assert(sizeof(BlockQ4_0) == 18);
 
 // K-quants: super-blocks of 256 values (GGUF's "QK_K").
 constexpr size_t kQK_K = 256;
+// Q2_K and Q3_K share one value order: a super-block is two halves of 128 values, each
+// reading 32 bytes of qs at bit shifts 0, 2, 4, 6. Value i = 128h + 32j + l (l < 32) has
+// its 2 low bits at (qs[32h + l] >> 2j) & 3; its 16-value sub-block is i / 16.
+// Q2_K: value = d * (scales[s] & 15) * q - dmin * (scales[s] >> 4), q in 0..3, s = i / 16.
+// Note d and dmin come after the arrays (unlike Q4_K).
+struct BlockQ2_K {
+  uint8_t scales[kQK_K / 16];  // per sub-block: low nibble 4-bit scale, high nibble 4-bit min
+  uint8_t qs[kQK_K / 4];       // 2-bit quants
+  uint16_t d;                  // super-block scale of the scales, half
+  uint16_t dmin;               // super-block scale of the mins, half
+};
+static_assert(sizeof(BlockQ2_K) == 84);
+// Q3_K: value = d * (sc_s - 32) * (q - 4 * !high), q the 2 low bits as above, high bit of
+// value i in bit i / 32 of hmask[i % 32]; sc_s the 6-bit scale of sub-block s
+// (q3k_scale).
+struct BlockQ3_K {
+  uint8_t hmask[kQK_K / 8];  // high bit of each 3-bit quant
+  uint8_t qs[kQK_K / 4];     // low 2 bits
+  uint8_t scales[12];        // 16 x 6-bit scales (stored as scale + 32), packed
+  uint16_t d;                // super-block scale, half
+};
+static_assert(sizeof(BlockQ3_K) == 110);
+// The 6-bit stored scale (0..63, i.e. scale + 32) of Q3_K sub-block s (0..15): its low 4
+// bits are the low nibble of scales[s] for s < 8, the high nibble of scales[s - 8] for
+// s >= 8; its top 2 bits are bits 2(s/4), 2(s/4)+1 of scales[8 + s % 4].
+inline int q3k_scale(int s, const uint8_t* scales) {
+  const int low = s < 8 ? scales[s] & 0xF : scales[s - 8] >> 4;
+  const int high = (scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+  return low | high << 4;
+}
 // Q4_K: 8 sub-blocks of 32, each with a 6-bit scale sc and 6-bit min m packed in `scales`
 // (see kquant_scale_min). Value = d * sc * q - dmin * m, q in 0..15. Sub-block pair c
 // (values 64c..64c+63) uses qs[32c..32c+32): low nibbles first 32 values, high nibbles next.

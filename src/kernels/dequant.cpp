@@ -1,4 +1,4 @@
-// dequant.cpp: scalar dequantization of f32/f16/bf16/q8_0/q4_0/q4_K/q5_K/q6_K rows.
+// dequant.cpp: scalar dequantization of f32/f16/bf16/q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K rows.
 #include "kernels/dequant.h"
 
 #include <cstring>
@@ -34,6 +34,31 @@ void dequant_k4_k5(uint16_t d16, uint16_t dmin16, const uint8_t* scales, const u
       out[64 * c + l] = d0 * static_cast<float>(lo) - mm0;
       out[64 * c + 32 + l] = d1 * static_cast<float>(hi) - mm1;
     }
+  }
+}
+
+// Q2_K (layout in dtype.h). Same float operations as ggml, so bit-exact with it:
+// dl = d * scale, ml = dmin * min, value = dl * q - ml.
+void dequant_q2_k(const BlockQ2_K& b, float* out) {
+  const float d = f16_to_f32(b.d), dmin = f16_to_f32(b.dmin);
+  for (int i = 0; i < static_cast<int>(kQK_K); ++i) {
+    const int h = i / 128, j = (i % 128) / 32, l = i % 32;
+    const uint8_t sc = b.scales[i / 16];
+    const float dl = d * static_cast<float>(sc & 0xF), ml = dmin * static_cast<float>(sc >> 4);
+    const int q = (b.qs[32 * h + l] >> (2 * j)) & 3;
+    out[i] = dl * static_cast<float>(q) - ml;
+  }
+}
+
+// Q3_K (layout in dtype.h): dl = d * (scale - 32), value = dl * (q - (high bit ? 0 : 4)).
+void dequant_q3_k(const BlockQ3_K& b, float* out) {
+  const float d = f16_to_f32(b.d);
+  for (int i = 0; i < static_cast<int>(kQK_K); ++i) {
+    const int h = i / 128, j = (i % 128) / 32, l = i % 32;
+    const float dl = d * static_cast<float>(q3k_scale(i / 16, b.scales) - 32);
+    const int low = (b.qs[32 * h + l] >> (2 * j)) & 3;
+    const int high = (b.hmask[i % 32] >> (i / 32)) & 1;
+    out[i] = dl * static_cast<float>(low - (high ? 0 : 4));
   }
 }
 
@@ -91,6 +116,8 @@ void dequantize_row(DType t, const uint8_t* src, float* dst, int64_t n) {
       }
       return;
     }
+    case DType::Q2_K:
+    case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
     case DType::Q6_K: {
@@ -98,7 +125,15 @@ void dequantize_row(DType t, const uint8_t* src, float* dst, int64_t n) {
       const size_t bb = dtype_info(t).block_bytes;
       for (int64_t b = 0; b < nb; ++b) {
         float* out = dst + b * kQK_K;
-        if (t == DType::Q4_K) {
+        if (t == DType::Q2_K) {
+          BlockQ2_K k;
+          std::memcpy(&k, src + b * bb, sizeof k);
+          dequant_q2_k(k, out);
+        } else if (t == DType::Q3_K) {
+          BlockQ3_K k;
+          std::memcpy(&k, src + b * bb, sizeof k);
+          dequant_q3_k(k, out);
+        } else if (t == DType::Q4_K) {
           BlockQ4_K k;
           std::memcpy(&k, src + b * bb, sizeof k);
           dequant_k4_k5(k.d, k.dmin, k.scales, nullptr, k.qs, out);

@@ -1,7 +1,10 @@
-// quantize.cpp: scalar float32 -> f16/bf16/q8_0/q4_0/q4_K/q5_K/q6_K row quantizers.
-// q8_0 and q4_0 round the way llama.cpp's reference quantizers do; the K-quants take each
+// quantize.cpp: scalar float32 -> f16/bf16/q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K row quantizers.
+// q8_0 and q4_0 round the way llama.cpp's reference quantizers do; q4_K/q5_K/q6_K take each
 // sub-block's scale (and min) from its range, then 6-bit (8-bit for q6_K) super-block
 // quantization of those scales, then round every value with the scales actually stored.
+// q2_K and q3_K, with only 4 or 8 levels per value, search for each 16-value sub-block's
+// least-squares scale (and min), then fit the 4-bit (q2_K) or 6-bit (q3_K) super-block
+// quantization of those scales the same way, then round every value with the stored scales.
 #include "kernels/quantize.h"
 
 #include <algorithm>
@@ -140,6 +143,205 @@ void quantize_q6_k(const float* x, BlockQ6_K& b) {
       }
 }
 
+// ---- q2_K / q3_K ------------------------------------------------------------------------
+
+// The s minimising sum_i w[i] (x[i] - s L[i])^2 over integer L[i] in [qmin, qmax], found by
+// trying scales that map the value of largest magnitude to qmin or qmax times 0.6 .. 1.4,
+// each followed by the least-squares s for its L; then two rounds of re-rounding with the
+// best s. Fills L[n] and returns s (0, with L all 0, when x is all zero).
+float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* L) {
+  const float amax = signed_absmax(x, n);
+  if (amax == 0.f) {
+    std::fill(L, L + n, 0);
+    return 0.f;
+  }
+  auto round_all = [&](float iscale, int* out) {
+    for (int i = 0; i < n; ++i) out[i] = std::clamp(nearest_int(iscale * x[i]), qmin, qmax);
+  };
+  // Least-squares s for levels q, and how much it lowers the error (sxl^2 / sll).
+  auto solve = [&](const int* q, float* scale) {
+    double sxl = 0, sll = 0;
+    for (int i = 0; i < n; ++i) {
+      sxl += static_cast<double>(w[i]) * x[i] * q[i];
+      sll += static_cast<double>(w[i]) * q[i] * q[i];
+    }
+    *scale = sll > 0 ? static_cast<float>(sxl / sll) : 0.f;
+    return sll > 0 ? sxl * sxl / sll : 0.0;
+  };
+  int cand[kQK_K];
+  double best_gain = -1;
+  float best = 0.f;
+  for (const int target : {qmin, qmax}) {
+    if (target == 0) continue;
+    for (int k = -8; k <= 8; ++k) {
+      round_all(static_cast<float>(target) * (1.f + 0.05f * static_cast<float>(k)) / amax, cand);
+      float sc;
+      const double gain = solve(cand, &sc);
+      if (gain > best_gain) {
+        best_gain = gain;
+        best = sc;
+      }
+    }
+  }
+  round_all(best != 0.f ? 1.f / best : 0.f, L);
+  for (int iter = 0; iter < 2 && best != 0.f; ++iter) {
+    float sc;
+    solve(L, &sc);
+    if (sc == 0.f || sc == best) break;
+    best = sc;
+    round_all(1.f / best, L);
+  }
+  return best;
+}
+
+// A q2_K sub-block of 16 values: value ~ a * L - m with L in 0..3, a >= 0, m >= 0 (the
+// stored mins are unsigned), minimising the squared error. Candidate levels come from
+// rounding with scales around the range's, each followed by the least-squares (a, m).
+void fit_scale_min(const float* x, float* a_out, float* m_out) {
+  constexpr int n = 16, nmax = 3;
+  float lo = 0.f, hi = x[0];
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  if (hi <= lo) {  // all values equal and <= 0: the min alone represents them
+    *a_out = 0.f;
+    *m_out = -lo;
+    return;
+  }
+  // Least-squares (a, b) for value ~ a L + b, with b <= 0 and a >= 0; returns the error.
+  auto solve = [&](const int* L, float* a, float* b) {
+    double sl = 0, sll = 0, sx = 0, sxl = 0, sxx = 0;
+    for (int i = 0; i < n; ++i) {
+      sl += L[i];
+      sll += L[i] * L[i];
+      sx += x[i];
+      sxl += static_cast<double>(x[i]) * L[i];
+      sxx += static_cast<double>(x[i]) * x[i];
+    }
+    const double det = n * sll - sl * sl;
+    double av = det > 0 ? (n * sxl - sl * sx) / det : 0.0, bv = det > 0 ? (sll * sx - sl * sxl) / det : sx / n;
+    if (bv > 0) {  // offset must not be positive: fit a alone
+      bv = 0;
+      av = sll > 0 ? sxl / sll : 0.0;
+    }
+    if (av < 0) {
+      av = 0;
+      bv = std::min(0.0, sx / n);
+    }
+    *a = static_cast<float>(av);
+    *b = static_cast<float>(bv);
+    double err = 0;
+    for (int i = 0; i < n; ++i) {
+      const double e = *a * L[i] + *b - x[i];
+      err += e * e;
+    }
+    return err;
+  };
+  auto round_all = [&](float a, float b, int* L) {
+    for (int i = 0; i < n; ++i) L[i] = a > 0 ? std::clamp(nearest_int((x[i] - b) / a), 0, nmax) : 0;
+  };
+  int L[n];
+  double best_err = INFINITY;
+  float best_a = 0.f, best_b = 0.f;
+  for (int k = -6; k <= 6; ++k) {
+    const float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / (hi - lo);
+    for (int i = 0; i < n; ++i) L[i] = std::clamp(nearest_int(iscale * (x[i] - lo)), 0, nmax);
+    float a, b;
+    const double err = solve(L, &a, &b);
+    if (err < best_err) {
+      best_err = err;
+      best_a = a;
+      best_b = b;
+    }
+  }
+  for (int iter = 0; iter < 3; ++iter) {  // re-round with the best fit, refit
+    round_all(best_a, best_b, L);
+    float a, b;
+    const double err = solve(L, &a, &b);
+    if (!(err < best_err)) break;
+    best_err = err;
+    best_a = a;
+    best_b = b;
+  }
+  *a_out = best_a;
+  *m_out = -best_b;
+}
+
+// Packs L[256] (0..3) into the 2-bit qs layout shared by q2_K and q3_K (dtype.h).
+void pack_2bit(const uint8_t* L, uint8_t* qs) {
+  std::memset(qs, 0, kQK_K / 4);
+  for (int i = 0; i < static_cast<int>(kQK_K); ++i)
+    qs[32 * (i / 128) + i % 32] |= static_cast<uint8_t>((L[i] & 3) << (2 * ((i % 128) / 32)));
+}
+
+void quantize_q2_k(const float* x, BlockQ2_K& b) {
+  float scale[16], min[16];
+  for (int j = 0; j < 16; ++j) fit_scale_min(x + 16 * j, &scale[j], &min[j]);
+  // Scales and mins to 4 bits, every sub-block weighted alike.
+  const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  int sc[16], mn[16];
+  b.d = f32_to_f16(fit_scale(scale, ones, 16, 0, 15, sc));
+  const float d = f16_to_f32(b.d);
+  // Each min refitted to the scale actually stored (a sub-block whose scale rounds to 0
+  // becomes the constant closest to its values, not its old min).
+  for (int j = 0; j < 16; ++j) {
+    const float dl = d * static_cast<float>(sc[j]);
+    const float* xs = x + 16 * j;
+    for (int iter = 0; iter < 2; ++iter) {
+      double sum = 0;
+      for (int l = 0; l < 16; ++l) {
+        const int q = dl > 0 ? std::clamp(nearest_int((xs[l] + min[j]) / dl), 0, 3) : 0;
+        sum += static_cast<double>(dl) * q - xs[l];
+      }
+      min[j] = std::max(0.f, static_cast<float>(sum / 16));
+    }
+  }
+  b.dmin = f32_to_f16(fit_scale(min, ones, 16, 0, 15, mn));
+  for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(sc[j] | mn[j] << 4);
+  const float dmin = f16_to_f32(b.dmin);
+  uint8_t L[kQK_K];
+  for (int j = 0; j < 16; ++j) {
+    const float dl = d * static_cast<float>(sc[j]), ml = dmin * static_cast<float>(mn[j]);
+    for (int l = 0; l < 16; ++l) {
+      const int v = dl > 0 ? nearest_int((x[16 * j + l] + ml) / dl) : 0;
+      L[16 * j + l] = static_cast<uint8_t>(std::clamp(v, 0, 3));
+    }
+  }
+  pack_2bit(L, b.qs);
+}
+
+void quantize_q3_k(const float* x, BlockQ3_K& b) {
+  float scale[16], w_scale[16];
+  int L[kQK_K];
+  const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+  for (int j = 0; j < 16; ++j) {
+    scale[j] = fit_scale(x + 16 * j, ones, 16, -4, 3, L + 16 * j);
+    // An error e in this scale moves value i by e * L[i].
+    float sll = 0.f;
+    for (int l = 0; l < 16; ++l) sll += static_cast<float>(L[16 * j + l] * L[16 * j + l]);
+    w_scale[j] = std::max(sll, 1.f);
+  }
+  int sc[16];
+  b.d = f32_to_f16(fit_scale(scale, w_scale, 16, -32, 31, sc));
+  std::memset(b.scales, 0, sizeof b.scales);
+  for (int j = 0; j < 16; ++j) {
+    const int v = sc[j] + 32;  // stored 6-bit value (dtype.h, q3k_scale)
+    b.scales[j % 8] |= static_cast<uint8_t>((v & 0xF) << (j < 8 ? 0 : 4));
+    b.scales[8 + j % 4] |= static_cast<uint8_t>((v >> 4) << (2 * (j / 4)));
+  }
+  const float d = f16_to_f32(b.d);
+  uint8_t low[kQK_K];
+  std::memset(b.hmask, 0, sizeof b.hmask);
+  for (int i = 0; i < static_cast<int>(kQK_K); ++i) {
+    const float dl = d * static_cast<float>(sc[i / 16]);
+    const int q = (dl != 0.f ? std::clamp(nearest_int(x[i] / dl), -4, 3) : 0) + 4;  // 0..7
+    low[i] = static_cast<uint8_t>(q & 3);
+    if (q >= 4) b.hmask[i % 32] |= static_cast<uint8_t>(1 << (i / 32));
+  }
+  pack_2bit(low, b.qs);
+}
+
 template <typename Block, typename Fn>
 void per_block(const float* src, uint8_t* dst, int64_t n, size_t block_elems, Fn fn) {
   for (int64_t b = 0; b < n / static_cast<int64_t>(block_elems); ++b) {
@@ -166,6 +368,8 @@ void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n) {
       return;
     case DType::Q8_0: return per_block<BlockQ8_0>(src, dst, n, kQK8_0, quantize_q8_0);
     case DType::Q4_0: return per_block<BlockQ4_0>(src, dst, n, kQK4_0, quantize_q4_0);
+    case DType::Q2_K: return per_block<BlockQ2_K>(src, dst, n, kQK_K, quantize_q2_k);
+    case DType::Q3_K: return per_block<BlockQ3_K>(src, dst, n, kQK_K, quantize_q3_k);
     case DType::Q4_K: return per_block<BlockQ4_K>(src, dst, n, kQK_K, quantize_q4_k);
     case DType::Q5_K: return per_block<BlockQ5_K>(src, dst, n, kQK_K, quantize_q5_k);
     case DType::Q6_K: return per_block<BlockQ6_K>(src, dst, n, kQK_K, quantize_q6_k);

@@ -1,7 +1,8 @@
 // quantize.h: scalar reference conversion of float32 rows to any stored DType, producing
-// GGUF's exact block layouts (the inverse of dequant.h, up to rounding). The K-quant
+// GGUF's exact block layouts (the inverse of dequant.h, up to rounding). The q4_K/q5_K/q6_K
 // scale search is simpler than llama.cpp's (one pass from each sub-block's range), so
-// files are valid GGUF but their error is somewhat larger; quantize_test reports it.
+// files are valid GGUF but their error is somewhat larger; quantize_test reports it. q2_K
+// and q3_K search each sub-block's least-squares scale (kquant_low_test reports their error).
 #pragma once
 #include <cstddef>
 #include <cstdint>

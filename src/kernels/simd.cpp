@@ -305,6 +305,75 @@ float dot_q6_k(const uint8_t* w, const float* x, int64_t D) {
   return hn::GetLane(hn::SumOfLanes(d, sum));
 }
 
+// Q2_K / Q3_K: value i = 128h + 32j + l takes its 2 low bits from qs[32h + l] >> 2j
+// (dtype.h); a vector of at most 16 lanes stays inside one 16-value sub-block.
+// Q2_K: sum over sub-blocks s of dl_s * (q . x)_s - ml_s * sum(x)_s.
+float dot_q2_k(const uint8_t* w, const float* x, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto three = hn::Set(di, 3);
+  auto sum = hn::Zero(d), mins = hn::Zero(d);
+  for (int64_t b = 0; b < D / 256; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ2_K);
+    for (size_t p = 0; p < sizeof(BlockQ2_K); p += 64) hwy::Prefetch(blk + kPrefetchBytes + p);
+    const uint8_t* scales = blk;
+    const uint8_t* qs = blk + 16;
+    const float dd = f16_to_f32_fast(load_u16(blk + 80)), dmin = f16_to_f32_fast(load_u16(blk + 82));
+    const float* xb = x + b * 256;
+    for (int h = 0; h < 2; ++h)
+      for (int64_t l = 0; l < 32; l += N) {
+        const auto q8 = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, qs + 32 * h + l)));
+        for (int j = 0; j < 4; ++j) {
+          const int64_t i = 128 * h + 32 * j + l;
+          const auto xv = hn::LoadU(d, xb + i);
+          const auto q = hn::ConvertTo(d, hn::And(hn::ShiftRightSame(q8, 2 * j), three));
+          const uint8_t sc = scales[i / 16];
+          sum = hn::MulAdd(hn::Set(d, dd * static_cast<float>(sc & 0xF)), hn::Mul(q, xv), sum);
+          mins = hn::MulAdd(hn::Set(d, dmin * static_cast<float>(sc >> 4)), xv, mins);
+        }
+      }
+  }
+  return hn::GetLane(hn::SumOfLanes(d, hn::Sub(sum, mins)));
+}
+
+// Q3_K: sum over sub-blocks s of d * (sc_s - 32) * (q . x)_s, q = low 2 bits + 4 * (bit
+// 4h + j of hmask[l]) - 4.
+float dot_q3_k(const uint8_t* w, const float* x, int64_t D) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const hn::RebindToUnsigned<DF> du;
+  const hn::Rebind<uint8_t, DF> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto three = hn::Set(di, 3), one = hn::Set(di, 1), four = hn::Set(di, 4);
+  auto sum = hn::Zero(d);
+  for (int64_t b = 0; b < D / 256; ++b) {
+    const uint8_t* blk = w + b * sizeof(BlockQ3_K);
+    for (size_t p = 0; p < sizeof(BlockQ3_K); p += 64) hwy::Prefetch(blk + kPrefetchBytes + p);
+    const uint8_t* hmask = blk;
+    const uint8_t* qs = blk + 32;
+    const uint8_t* scales = blk + 96;
+    const float dd = f16_to_f32_fast(load_u16(blk + 108));
+    const float* xb = x + b * 256;
+    for (int h = 0; h < 2; ++h)
+      for (int64_t l = 0; l < 32; l += N) {
+        const auto q8 = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, qs + 32 * h + l)));
+        const auto hb = hn::BitCast(di, hn::PromoteTo(du, hn::LoadU(d8, hmask + l)));
+        for (int j = 0; j < 4; ++j) {
+          const int64_t i = 128 * h + 32 * j + l;
+          const auto low = hn::And(hn::ShiftRightSame(q8, 2 * j), three);
+          const auto high = hn::And(hn::ShiftRightSame(hb, 4 * h + j), one);
+          const auto q = hn::Sub(hn::Or(low, hn::ShiftLeft<2>(high)), four);
+          const float dl = dd * static_cast<float>(q3k_scale(static_cast<int>(i / 16), scales) - 32);
+          sum = hn::MulAdd(hn::Set(d, dl), hn::Mul(hn::ConvertTo(d, q), hn::LoadU(d, xb + i)), sum);
+        }
+      }
+  }
+  return hn::GetLane(hn::SumOfLanes(d, sum));
+}
+
 void DotRows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const float* xsum32,
              int64_t D, float* y) {
   const size_t rb = row_bytes(t, D);
@@ -322,6 +391,8 @@ void DotRows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const fl
       case DType::BF16: v = dot_bf16(row, x, D); break;
       case DType::Q8_0: v = dot_q8_0(row, x, D); break;
       case DType::Q4_0: v = dot_q4_0(row, x, D); break;
+      case DType::Q2_K: v = dot_q2_k(row, x, D); break;
+      case DType::Q3_K: v = dot_q3_k(row, x, D); break;
       case DType::Q4_K: v = dot_k4_k5<false>(row, x, xsum32, D); break;
       case DType::Q5_K: v = dot_k4_k5<true>(row, x, xsum32, D); break;
       case DType::Q6_K: v = dot_q6_k(row, x, D); break;

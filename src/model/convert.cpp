@@ -18,7 +18,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 bool divides(DType t, int64_t cols) { return cols % static_cast<int64_t>(dtype_info(t).block_elems) == 0; }
 
 bool low_bit(DType t) {
-  return t == DType::Q4_0 || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+  return t == DType::Q4_0 || t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K ||
+         t == DType::Q5_K || t == DType::Q6_K;
 }
 
 uint64_t splitmix64(uint64_t& state) {

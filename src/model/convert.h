@@ -12,8 +12,8 @@ namespace smoe {
 
 // The type a tensor gets when a model is quantized to `requested`, following llama.cpp's
 // choices where they make sense: norms (1-D) and the router (ffn_gate_inp) stay f32;
-// output.weight gets q6_K for 4/5-bit requests; attn_k/attn_v of models with 8+ experts
-// get q8_0 for 4/5/6-bit requests; a type whose block does not divide the row falls back
+// output.weight gets q6_K for 2/3/4/5-bit requests; attn_k/attn_v of models with 8+
+// experts get q8_0 for 2/3/4/5/6-bit requests; a type whose block does not divide the row falls back
 // to q8_0, then f16.
 DType quant_type_for(const std::string& gguf_name, const TensorView& t, DType requested,
                      int64_t n_experts);

@@ -41,6 +41,10 @@ uint32_t llama_file_type(DType t) {
       return 7;  // MOSTLY_Q8_0
     case DType::BF16:
       return 32;  // MOSTLY_BF16
+    case DType::Q2_K:
+      return 10;  // MOSTLY_Q2_K
+    case DType::Q3_K:
+      return 12;  // MOSTLY_Q3_K_M (output q6_K, attn_k/v q8_0 with 8+ experts, as llama.cpp's M mix)
     case DType::Q4_K:
       return 15;  // MOSTLY_Q4_K_M
     case DType::Q5_K:
