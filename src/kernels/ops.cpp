@@ -174,15 +174,24 @@ void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, in
   for (int64_t i = 0; i < D; ++i) out[i] = x[i] * scale * wbuf[i];
 }
 
-void rope_interleaved(float* v, int64_t head_dim, int64_t pos, float theta) {
+void rope_interleaved(float* v, int64_t n_heads, int64_t head_dim, int64_t pos, float theta) {
+  thread_local std::vector<float> cs;  // [head_dim / 2][cos, sin], shared by the heads
+  cs.resize(static_cast<size_t>(head_dim));
   for (int64_t i = 0; i < head_dim / 2; ++i) {
     const double freq = std::pow(static_cast<double>(theta),
                                  -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
     const double angle = static_cast<double>(pos) * freq;
-    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
-    const float a = v[2 * i], b = v[2 * i + 1];
-    v[2 * i] = a * c - b * s;
-    v[2 * i + 1] = a * s + b * c;
+    cs[2 * i] = static_cast<float>(std::cos(angle));
+    cs[2 * i + 1] = static_cast<float>(std::sin(angle));
+  }
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* vh = v + h * head_dim;
+    for (int64_t i = 0; i < head_dim / 2; ++i) {
+      const float c = cs[2 * i], s = cs[2 * i + 1];
+      const float a = vh[2 * i], b = vh[2 * i + 1];
+      vh[2 * i] = a * c - b * s;
+      vh[2 * i + 1] = a * s + b * c;
+    }
   }
 }
 

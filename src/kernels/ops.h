@@ -21,9 +21,10 @@ void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float*
                  int64_t ldy, int64_t T);
 // out[D] = x[D] / sqrt(mean(x^2) + eps) * weight[D]; weight in any float DType.
 void rmsnorm(const float* x, const TensorView& weight, float eps, float* out, int64_t D);
-// In place rotary embedding of one head vector v[hd] at position pos, interleaved pairs
-// (v[2i], v[2i+1]) rotated by pos * theta^(-2i/hd) (Mistral / GGUF convention).
-void rope_interleaved(float* v, int64_t head_dim, int64_t pos, float theta);
+// In place rotary embedding of n_heads consecutive head vectors v[n_heads][hd] at position
+// pos, interleaved pairs (v[2i], v[2i+1]) rotated by pos * theta^(-2i/hd) (Mistral / GGUF
+// convention); each angle's cosine and sine are computed once (in double) for all heads.
+void rope_interleaved(float* v, int64_t n_heads, int64_t head_dim, int64_t pos, float theta);
 // In place softmax over x[n].
 void softmax(float* x, int64_t n);
 float silu(float x);

@@ -144,8 +144,8 @@ void Transformer::attention(int64_t layer, int64_t T) {
     max_pos = std::max(max_pos, pos);
     float* kc = tok_cache_[t]->k(layer);  // [C, KV*hd]
     float* vc = tok_cache_[t]->v(layer);
-    for (int64_t h = 0; h < c.n_heads; ++h) rope_interleaved(&q_[t * qd + h * hd], hd, pos, c.rope_theta);
-    for (int64_t h = 0; h < c.n_kv_heads; ++h) rope_interleaved(&k_[t * kvd + h * hd], hd, pos, c.rope_theta);
+    rope_interleaved(&q_[t * qd], c.n_heads, hd, pos, c.rope_theta);
+    rope_interleaved(&k_[t * kvd], c.n_kv_heads, hd, pos, c.rope_theta);
     std::copy_n(&k_[t * kvd], kvd, kc + pos * kvd);
     std::copy_n(&v_[t * kvd], kvd, vc + pos * kvd);
   }
