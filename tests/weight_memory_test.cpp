@@ -1,7 +1,7 @@
 // weight_memory_test.cpp: weight placement (model/weight_memory.cpp): models whose weights
-// were moved into huge-page memory (q8_0 matrices repacked or not) hold the same rows and
-// give the same logits as mapped ones, for GGUF (stacked and per-expert, quantized, tied
-// embeddings) and HF folders; the auto policy; the CLI's --load and --no-repack options.
+// were moved into huge-page memory (q8_0 and K-quant matrices repacked or not) hold the same
+// rows and give the same logits as mapped ones, for GGUF (stacked and per-expert, quantized,
+// tied embeddings) and HF folders; the auto policy; the CLI's --load and --no-repack options.
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -132,6 +132,26 @@ TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
       save_gguf(*mk, path, o);
       expect_same_in_memory(path, false, true);
       expect_same_in_memory(path, true, true, 0.05f);
+      // The 2- and 3-bit K-quants: experts q2_K (down q3_K), attention q3_K.
+      o.target_type = [](const std::string& name, const TensorView& t) {
+        if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
+        if (name.find("ffn_down") != std::string::npos) return DType::Q3_K;
+        if (name.find("ffn_") != std::string::npos) return DType::Q2_K;
+        return name.find("attn") != std::string::npos ? DType::Q3_K : DType::F32;
+      };
+      const std::string low = dir + "/k23.gguf";
+      save_gguf(*mk, low, o);
+      expect_same_in_memory(low, false, true);
+      // Mapped, q2_K/q3_K batches use float activations, repacked int8 ones: the max
+      // |logit difference| measured 7.5e-3 of the largest logit (q4_K-q6_K above: 1.1e-2).
+      expect_same_in_memory(low, true, true, 0.02f);
+      std::unique_ptr<Model> mem = load_model(low, {WeightPlacement::kMemory, true});
+      const ExpertWeights& e = mem->layers[0].experts[0];
+      EXPECT_EQ(e.w1.dtype, DType::Q2_K);
+      EXPECT_EQ(e.w2.dtype, DType::Q3_K);
+      EXPECT_EQ(mem->layers[0].wq.dtype, DType::Q3_K);
+      for (const TensorView* w : {&e.w1, &e.w2, &e.w3, static_cast<const TensorView*>(&mem->layers[0].wq)})
+        EXPECT_EQ(w->x16, int8_gemm_fast()) << w->name;
     }
     SCOPED_TRACE("hf");  // q/k projections live in owned buffers (un-permuted at load)
     const std::string hf = dir + "/hf" + std::to_string(tied);
