@@ -121,24 +121,24 @@ TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
       ck.dim = 256;
       ck.hidden_dim = 256;
       std::unique_ptr<Model> mk = synth_model(ck, 9);
-      GGUFSaveOptions o;
-      o.target_type = [](const std::string& name, const TensorView& t) {
-        if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
-        if (name.find("ffn_down") != std::string::npos) return DType::Q6_K;
-        if (name.find("ffn_") != std::string::npos) return DType::Q4_K;
-        return name.find("attn") != std::string::npos ? DType::Q5_K : DType::F32;
+      // Matrices of whole super-blocks: ffn_down `down`, the other expert matrices `ffn`,
+      // attention `attn`; the rest (router, norms, embeddings) f32.
+      auto k_mix = [](DType down, DType ffn, DType attn) {
+        return [=](const std::string& name, const TensorView& t) {
+          if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
+          if (name.find("ffn_down") != std::string::npos) return down;
+          if (name.find("ffn_") != std::string::npos) return ffn;
+          return name.find("attn") != std::string::npos ? attn : DType::F32;
+        };
       };
+      GGUFSaveOptions o;
+      o.target_type = k_mix(DType::Q6_K, DType::Q4_K, DType::Q5_K);
       const std::string path = dir + "/k.gguf";
       save_gguf(*mk, path, o);
       expect_same_in_memory(path, false, true);
       expect_same_in_memory(path, true, true, 0.05f);
       // The 2- and 3-bit K-quants: experts q2_K (down q3_K), attention q3_K.
-      o.target_type = [](const std::string& name, const TensorView& t) {
-        if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
-        if (name.find("ffn_down") != std::string::npos) return DType::Q3_K;
-        if (name.find("ffn_") != std::string::npos) return DType::Q2_K;
-        return name.find("attn") != std::string::npos ? DType::Q3_K : DType::F32;
-      };
+      o.target_type = k_mix(DType::Q3_K, DType::Q2_K, DType::Q3_K);
       const std::string low = dir + "/k23.gguf";
       save_gguf(*mk, low, o);
       expect_same_in_memory(low, false, true);

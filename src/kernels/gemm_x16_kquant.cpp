@@ -274,6 +274,67 @@ inline void q3k_scales(const uint8_t* sb, int8_t* sc) {
   }
 }
 
+// q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
+// xq, dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+template <DType kT, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
+inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
+                                const int32_t* corr6, int64_t Tpad, __m512* acc) {
+  constexpr KLayout L = layout(kT);
+  constexpr bool kQ3 = kT == DType::Q3_K;
+  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  const __m128i m4 = _mm_set1_epi8(15);
+  [[maybe_unused]] __m512 dmv;
+  [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
+  if constexpr (kQ3) q3k_scales(sb, sc3);
+  else dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+  for (int jb = 0; jb < 8; ++jb) {
+    const int64_t b = s * 8 + jb;
+    const uint8_t* qb = sb + L.values + L.block * jb;
+    x16::prefetch_ahead(qb, L.block);
+    const int8_t* xb = xq + 4 * b * 8 * Tpad;
+    // Chain h (also for a single token): sub-block 2jb + h, from plane vector h.
+    __m512i si[2][NT];
+    for (int h = 0; h < 2; ++h)
+      for (int t = 0; t < NT; ++t)
+        si[h][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h) * Tpad + t] / 8) : _mm512_setzero_si512();
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m512i v = _mm512_loadu_si512(qb + 64 * h);
+#pragma GCC unroll 4
+      for (int p = 0; p < 4; ++p) {
+        __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
+        if constexpr (kQ3) {
+          uint64_t high;
+          std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
+          q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+        }
+        for (int t = 0; t < NT; ++t)
+          si[h][t] = _mm512_dpbusd_epi32(si[h][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const int k = 2 * jb + h;
+      __m512 rscale, rmin = _mm512_setzero_ps();
+      if constexpr (kQ3) {
+        rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
+      } else {
+        const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
+        rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, m4))));
+        rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), m4))));
+      }
+      for (int t = 0; t < NT; ++t) {
+        const float dxt = dx[b * Tpad + t];
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[h][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
+        if constexpr (!kQ3) {
+          const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
+          acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
+        }
+      }
+    }
+  }
+}
+
 // One row group against tokens t0 .. t0 + NT - 1 of x, over all super-blocks.
 template <DType kT, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
@@ -291,7 +352,9 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
     const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
     x16::prefetch_ahead(sb, L.values);
     const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
-    if constexpr (kT == DType::Q6_K) {
+    if constexpr (low_bits(kT)) {
+      kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, corr6, Tpad, acc);
+    } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
         const int64_t b = s * 8 + jb;
         const uint8_t* qb = sb + L.values + L.block * jb;
@@ -357,85 +420,12 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
 }
 
-// q2_K/q3_K: one row group against tokens t0 .. t0 + NT - 1 of x, over all super-blocks.
-template <DType kT, int NT>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
-void kx16_low_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
-  constexpr KLayout L = layout(kT);
-  constexpr bool kQ3 = kT == DType::Q3_K;
-  const int64_t Tpad = x.Tpad, nsb = x.D / kSuper;
-  const float* dx = x.d.data() + t0;
-  const int32_t* corr6 = x.corr6.data() + t0;  // [nb][2][Tpad]: -32 * the halves' sums of x_q
-  const int8_t* xq = x.q.data() + 4 * t0;      // [nb][8][Tpad] groups of 4 values
-  const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(15), four = _mm512_set1_epi8(4);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
-  for (int64_t s = 0; s < nsb; ++s) {
-    const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
-    x16::prefetch_ahead(sb, L.values);
-    const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
-    [[maybe_unused]] __m512 dmv;
-    [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
-    if constexpr (kQ3) q3k_scales(sb, sc3);
-    else dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
-    for (int jb = 0; jb < 8; ++jb) {
-      const int64_t b = s * 8 + jb;
-      const uint8_t* qb = sb + L.values + L.block * jb;
-      x16::prefetch_ahead(qb, L.block);
-      const int8_t* xb = xq + 4 * b * 8 * Tpad;
-      // Chain h (also for a single token): sub-block 2jb + h, from plane vector h.
-      __m512i si[2][NT];
-      for (int h = 0; h < 2; ++h)
-        for (int t = 0; t < NT; ++t)
-          si[h][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h) * Tpad + t] / 8) : _mm512_setzero_si512();
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m512i v = _mm512_loadu_si512(qb + 64 * h);
-#pragma GCC unroll 4
-        for (int p = 0; p < 4; ++p) {
-          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
-          if constexpr (kQ3) {
-            uint64_t high;
-            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
-            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
-          }
-          for (int t = 0; t < NT; ++t)
-            si[h][t] = _mm512_dpbusd_epi32(si[h][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
-        }
-      }
-      for (int h = 0; h < 2; ++h) {
-        const int k = 2 * jb + h;
-        __m512 rscale, rmin = _mm512_setzero_ps();
-        if constexpr (kQ3) {
-          rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
-        } else {
-          const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
-          const __m128i lo4 = _mm512_castsi512_si128(m4);
-          rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, lo4))));
-          rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), lo4))));
-        }
-        for (int t = 0; t < NT; ++t) {
-          const float dxt = dx[b * Tpad + t];
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[h][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
-          if constexpr (!kQ3) {
-            const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
-            acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
-          }
-        }
-      }
-    }
-  }
-  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
-}
 
 template <DType kT>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
   x16_for_each_pass(n_groups, x.T, [&](auto nt, int64_t g, int64_t t0) {
-    if constexpr (low_bits(kT))
-      kx16_low_group<kT, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
-    else
-      kx16_group<kT, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
+    kx16_group<kT, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
   });
 }
 
