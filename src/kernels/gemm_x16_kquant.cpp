@@ -117,9 +117,9 @@ size_t nib_offset(DType t, int jb) { return layout(t).values + layout(t).block *
 size_t high_offset(DType t, int jb) { return nib_offset(t, jb) + 256; }
 
 // q2_K/q3_K: calls f(v, byte offset in the super-block, bit in that byte, bit of q, bits) for
-// each bit field holding row i's value v: 2-bit plane vector 2jb + h (sub-block k), byte
-// 4i + c, bits 2p..2p+1 for value 32jb + 16h + 4p + c; q3_K's high bit (bit 2 of q) in mask
-// g = 4h + p of block jb, bit 4i + c (64-bit little-endian masks).
+// each bit field holding row i's value v = 32jb + 16h + 4p + c: its 2 low bits in plane
+// vector h of block jb (sub-block 2jb + h), byte 4i + c, bits 2p..2p+1; q3_K's high bit
+// (bit 2 of q) in mask g = 4h + p of block jb, bit 4i + c (64-bit little-endian masks).
 template <class F>
 void for_each_low_field(DType t, int i, F&& f) {
   const KLayout L = layout(t);
