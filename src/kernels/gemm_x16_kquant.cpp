@@ -293,42 +293,47 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
     const uint8_t* qb = sb + L.values + L.block * jb;
     x16::prefetch_ahead(qb, L.block);
     const int8_t* xb = xq + 4 * b * 8 * Tpad;
-    // Chain h (also for a single token): sub-block 2jb + h, from plane vector h.
-    __m512i si[2][NT];
-    for (int h = 0; h < 2; ++h)
-      for (int t = 0; t < NT; ++t)
-        si[h][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h) * Tpad + t] / 8) : _mm512_setzero_si512();
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const __m512i v = _mm512_loadu_si512(qb + 64 * h);
-#pragma GCC unroll 4
-      for (int p = 0; p < 4; ++p) {
-        __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
-        if constexpr (kQ3) {
-          uint64_t high;
-          std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
-          q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
-        }
+    // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
+    // halves at once as two chains (the float sums below stay in sub-block order).
+    constexpr int kHalves = NT == 1 ? 2 : 1;
+    for (int h0 = 0; h0 < 2; h0 += kHalves) {
+      __m512i si[kHalves][NT];
+      for (int c = 0; c < kHalves; ++c)
         for (int t = 0; t < NT; ++t)
-          si[h][t] = _mm512_dpbusd_epi32(si[h][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
+          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] / 8) : _mm512_setzero_si512();
+#pragma GCC unroll 2
+      for (int c = 0; c < kHalves; ++c) {
+        const int h = h0 + c;
+        const __m512i v = _mm512_loadu_si512(qb + 64 * h);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
+          if constexpr (kQ3) {
+            uint64_t high;
+            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
+            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+          }
+          for (int t = 0; t < NT; ++t)
+            si[c][t] = _mm512_dpbusd_epi32(si[c][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
+        }
       }
-    }
-    for (int h = 0; h < 2; ++h) {
-      const int k = 2 * jb + h;
-      __m512 rscale, rmin = _mm512_setzero_ps();
-      if constexpr (kQ3) {
-        rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
-      } else {
-        const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
-        rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, m4))));
-        rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), m4))));
-      }
-      for (int t = 0; t < NT; ++t) {
-        const float dxt = dx[b * Tpad + t];
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[h][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
-        if constexpr (!kQ3) {
-          const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
-          acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
+      for (int c = 0; c < kHalves; ++c) {
+        const int h = h0 + c, k = 2 * jb + h;
+        __m512 rscale, rmin = _mm512_setzero_ps();
+        if constexpr (kQ3) {
+          rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
+        } else {
+          const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
+          rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, m4))));
+          rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), m4))));
+        }
+        for (int t = 0; t < NT; ++t) {
+          const float dxt = dx[b * Tpad + t];
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
+          if constexpr (!kQ3) {
+            const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
+            acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
+          }
         }
       }
     }
