@@ -274,13 +274,30 @@ inline void q3k_scales(const uint8_t* sb, int8_t* sc) {
   }
 }
 
+// 32-value block jb of super-block s (at sb): its index b in the row, its weights qb (the
+// bytes kPrefetchBytes past them prefetched) and the pass's activations xb (xq at its first
+// token, see kx16_group).
+struct KBlock {
+  int64_t b;
+  const uint8_t* qb;
+  const int8_t* xb;
+};
+template <DType kT>
+__attribute__((always_inline)) inline KBlock kblock(const uint8_t* sb, int64_t s, int jb, const int8_t* xq,
+                                                    int64_t Tpad) {
+  constexpr KLayout L = layout(kT);
+  const int64_t b = s * 8 + jb;
+  const uint8_t* qb = sb + L.values + L.block * jb;
+  x16::prefetch_ahead(qb, L.block);
+  return {b, qb, xq + 4 * b * 8 * Tpad};
+}
+
 // q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
 // xq, dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
 template <DType kT, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
 inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
                                 const int32_t* corr6, int64_t Tpad, __m512* acc) {
-  constexpr KLayout L = layout(kT);
   constexpr bool kQ3 = kT == DType::Q3_K;
   const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
   const __m128i m4 = _mm_set1_epi8(15);
@@ -289,10 +306,7 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
   if constexpr (kQ3) q3k_scales(sb, sc3);
   else dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
   for (int jb = 0; jb < 8; ++jb) {
-    const int64_t b = s * 8 + jb;
-    const uint8_t* qb = sb + L.values + L.block * jb;
-    x16::prefetch_ahead(qb, L.block);
-    const int8_t* xb = xq + 4 * b * 8 * Tpad;
+    const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
     // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
     // halves at once as two chains (the float sums below stay in sub-block order).
     constexpr int kHalves = NT == 1 ? 2 : 1;
@@ -361,10 +375,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
       kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, corr6, Tpad, acc);
     } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
-        const int64_t b = s * 8 + jb;
-        const uint8_t* qb = sb + L.values + L.block * jb;
-        x16::prefetch_ahead(qb, L.block);
-        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
         // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
         __m512i sa[NT], sbv[NT];
         for (int t = 0; t < NT; ++t) {
@@ -390,10 +401,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
     } else {
       const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
       for (int j = 0; j < 8; ++j) {
-        const int64_t b = s * 8 + j;
-        const uint8_t* qb = sb + L.values + L.block * j;
-        x16::prefetch_ahead(qb, L.block);
-        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        const auto [b, qb, xb] = kblock<kT>(sb, s, j, xq, Tpad);
         // One chain per token; a single token gets two (low and high nibbles).
         constexpr int kChains = NT == 1 ? 2 : 1;
         __m512i acc_i[kChains][NT];
