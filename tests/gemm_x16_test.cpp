@@ -1,4 +1,4 @@
-// gemm_x16_test.cpp: the 16-row repacked q8_0/q4_0/q4_K/q5_K/q6_K layouts
+// gemm_x16_test.cpp: the 16-row repacked q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K layouts
 // (kernels/gemm_x16.h): repacking round-trips every row, the VNNI kernels equal their scalar
 // references bit for bit for every token count of their passes and tiles, the K-quant
 // reference agrees with float dot products of the dequantized rows, and matmul /
@@ -52,15 +52,21 @@ TEST(GemmX16, SupportsOnlyWholeGroupsOfQ8AndQ4) {
   EXPECT_TRUE(x16_supports(DType::Q6_K, 14336, 4096));
   EXPECT_FALSE(x16_supports(DType::Q5_K, 16, 96));
   EXPECT_FALSE(x16_supports(DType::Q4_K, 8, 256));
+  EXPECT_TRUE(x16_supports(DType::Q2_K, 14336, 4096));
+  EXPECT_TRUE(x16_supports(DType::Q3_K, 16, 256));
+  EXPECT_FALSE(x16_supports(DType::Q3_K, 16, 128));
+  EXPECT_FALSE(x16_supports(DType::Q2_K, 24, 256));
   EXPECT_FALSE(x16_supports(DType::F32, 16, 32));
   std::vector<uint8_t> a(64), b(64);
   EXPECT_THROW(repack_x16(DType::Q8_0, a.data(), b.data(), 15, 32), Error);
   EXPECT_THROW(repack_x16(DType::F16, a.data(), b.data(), 16, 32), Error);
   EXPECT_THROW(repack_x16(DType::Q4_K, a.data(), b.data(), 16, 32), Error);
+  EXPECT_THROW(repack_x16(DType::Q3_K, a.data(), b.data(), 16, 32), Error);
 }
 
-constexpr DType kAllTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K};
-constexpr DType kKTypes[] = {DType::Q4_K, DType::Q5_K, DType::Q6_K};
+constexpr DType kAllTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q2_K, DType::Q3_K,
+                               DType::Q4_K, DType::Q5_K, DType::Q6_K};
+constexpr DType kKTypes[] = {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 TEST(GemmX16, RepackRoundTripsEveryRow) {
   for (DType t : kAllTypes) {

@@ -1,7 +1,7 @@
 // weight_memory_test.cpp: weight placement (model/weight_memory.cpp): models whose weights
-// were moved into huge-page memory (q8_0 matrices repacked or not) hold the same rows and
-// give the same logits as mapped ones, for GGUF (stacked and per-expert, quantized, tied
-// embeddings) and HF folders; the auto policy; the CLI's --load and --no-repack options.
+// were moved into huge-page memory (q8_0 and K-quant matrices repacked or not) hold the same
+// rows and give the same logits as mapped ones, for GGUF (stacked and per-expert, quantized,
+// tied embeddings) and HF folders; the auto policy; the CLI's --load and --no-repack options.
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -121,17 +121,37 @@ TEST(WeightMemory, InMemoryModelsMatchMappedOnes) {
       ck.dim = 256;
       ck.hidden_dim = 256;
       std::unique_ptr<Model> mk = synth_model(ck, 9);
-      GGUFSaveOptions o;
-      o.target_type = [](const std::string& name, const TensorView& t) {
-        if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
-        if (name.find("ffn_down") != std::string::npos) return DType::Q6_K;
-        if (name.find("ffn_") != std::string::npos) return DType::Q4_K;
-        return name.find("attn") != std::string::npos ? DType::Q5_K : DType::F32;
+      // Matrices of whole super-blocks: ffn_down `down`, the other expert matrices `ffn`,
+      // attention `attn`; the rest (router, norms, embeddings) f32.
+      auto k_mix = [](DType down, DType ffn, DType attn) {
+        return [=](const std::string& name, const TensorView& t) {
+          if (t.shape.size() != 2 || t.shape.back() % 256 || name.find("inp") != std::string::npos) return DType::F32;
+          if (name.find("ffn_down") != std::string::npos) return down;
+          if (name.find("ffn_") != std::string::npos) return ffn;
+          return name.find("attn") != std::string::npos ? attn : DType::F32;
+        };
       };
+      GGUFSaveOptions o;
+      o.target_type = k_mix(DType::Q6_K, DType::Q4_K, DType::Q5_K);
       const std::string path = dir + "/k.gguf";
       save_gguf(*mk, path, o);
       expect_same_in_memory(path, false, true);
       expect_same_in_memory(path, true, true, 0.05f);
+      // The 2- and 3-bit K-quants: experts q2_K (down q3_K), attention q3_K.
+      o.target_type = k_mix(DType::Q3_K, DType::Q2_K, DType::Q3_K);
+      const std::string low = dir + "/k23.gguf";
+      save_gguf(*mk, low, o);
+      expect_same_in_memory(low, false, true);
+      // Mapped, q2_K/q3_K batches use float activations, repacked int8 ones: the max
+      // |logit difference| measured 7.5e-3 of the largest logit (q4_K-q6_K above: 1.1e-2).
+      expect_same_in_memory(low, true, true, 0.02f);
+      std::unique_ptr<Model> mem = load_model(low, {WeightPlacement::kMemory, true});
+      const ExpertWeights& e = mem->layers[0].experts[0];
+      EXPECT_EQ(e.w1.dtype, DType::Q2_K);
+      EXPECT_EQ(e.w2.dtype, DType::Q3_K);
+      EXPECT_EQ(mem->layers[0].wq.dtype, DType::Q3_K);
+      for (const TensorView* w : {&e.w1, &e.w2, &e.w3, static_cast<const TensorView*>(&mem->layers[0].wq)})
+        EXPECT_EQ(w->x16, int8_gemm_fast()) << w->name;
     }
     SCOPED_TRACE("hf");  // q/k projections live in owned buffers (un-permuted at load)
     const std::string hf = dir + "/hf" + std::to_string(tied);

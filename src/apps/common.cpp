@@ -37,7 +37,7 @@ void add_load_option(CLI::App& cmd, LoadOptions& opts) {
       ->transform(CLI::CheckedTransformer(names))
       ->default_str("auto");
   cmd.add_flag("!--no-repack", opts.repack,
-               "in memory, keep q8_0/q4_0/q4_K/q5_K/q6_K matrices in their file layout (by "
+               "in memory, keep q8_0/q4_0/K-quant matrices in their file layout (by "
                "default they are repacked in 16-row groups for the AVX-512 VNNI kernels)");
   // A line on stderr about once a second while a copy into memory runs longer than that.
   using Clock = std::chrono::steady_clock;

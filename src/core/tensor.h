@@ -17,7 +17,7 @@ struct TensorView {
   std::vector<int64_t> shape;  // outermost first
   const uint8_t* data = nullptr;
   size_t nbytes = 0;
-  // q8_0/q4_0 rows repacked in 16-row groups for the VNNI kernels (kernels/gemm_x16.h,
+  // q8_0/q4_0/K-quant rows repacked in 16-row groups for the VNNI kernels (kernels/gemm_x16.h,
   // done when weights move into memory): only matmul and embedding_row read such a view.
   bool x16 = false;
 

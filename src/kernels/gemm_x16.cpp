@@ -84,7 +84,7 @@ void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, fl
 
 void check_type(DType t) {
   SMOE_CHECK(t == DType::Q8_0 || t == DType::Q4_0, "x16 repacking: unsupported weight type ",
-             dtype_name(t), " (expected q8_0, q4_0, q4_K, q5_K or q6_K)");
+             dtype_name(t), " (expected q8_0, q4_0, q2_K, q3_K, q4_K, q5_K or q6_K)");
 }
 
 }  // namespace

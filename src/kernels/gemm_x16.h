@@ -1,5 +1,5 @@
-// gemm_x16.h: q8_0/q4_0/q4_K/q5_K/q6_K weights repacked in groups of 16 rows for AVX-512
-// VNNI, and the matmul kernels that read them. Legend: N rows, D row length, nb = D/32 blocks per row,
+// gemm_x16.h: q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K weights repacked in groups of 16 rows for
+// AVX-512 VNNI, and the matmul kernels that read them. Legend: N rows, D row length, nb = D/32 blocks per row,
 // G = N/16 row groups, T tokens.
 //
 // Layout (the tensor keeps its size and row group G starts where row 16G did): for each
@@ -17,9 +17,10 @@
 // in block order.
 //
 // K-quants (gemm_x16_kquant.cpp), per 256-value super-block s of a row group, the same size
-// as the 16 GGUF blocks. Values are stored as q4_0's: for each 32-value block, 4 vectors
-// of [16 rows][4 bytes] whose low nibbles hold values 4g..4g+3 and high nibbles
-// 16+4g..16+4g+3 (g = 0..3), so value group G = 0..7 (values 4G..4G+3) is one nibble plane.
+// as the 16 GGUF blocks. q4_K/q5_K/q6_K values are stored as q4_0's: for each 32-value
+// block, 4 vectors of [16 rows][4 bytes] whose low nibbles hold values 4g..4g+3 and high
+// nibbles 16+4g..16+4g+3 (g = 0..3), so value group G = 0..7 (values 4G..4G+3) is one
+// nibble plane.
 //   q4_K (2304 B): d[16] f16 | dmin[16] f16 | the 12 packed scale bytes [12][16 rows] |
 //                  8 blocks x 256 B of nibbles
 //   q5_K (2816 B): the q4_K header (256 B) | 8 blocks x (256 B of nibbles, fifth bits as
@@ -27,12 +28,29 @@
 //   q6_K (3360 B): d[16] f16 | int8 scales [16 sub-blocks][16 rows] | 8 blocks x (256 B of
 //                  low nibbles, 2 x [16 rows][4 bytes] of high 2-bit pairs: vector G/4,
 //                  bits 2(G%4)..2(G%4)+1 for group G)
+// q2_K and q3_K keep their 2 low bits in "2-bit planes": per 32-value block, 2 vectors of
+// [16 rows][4 bytes], vector h (sub-block 2b + h, values 16h..16h+15) holding value
+// 16h + 4p + c of row i in bits 2p..2p+1 of byte 4i + c, so that (v >> 2p) & 3 (p = 0..3)
+// is value group G = 4h + p, one vpdpbusd operand each.
+//   q2_K (1344 B): d[16] f16 | dmin[16] f16 | GGUF scale bytes [16 sub-blocks][16 rows] (low
+//                  nibble scale, high nibble min) | 8 blocks x 128 B of 2-bit planes
+//   q3_K (1760 B): d[16] f16 | the 12 packed scale bytes [12][16 rows] | 8 blocks x (128 B
+//                  of 2-bit planes, 8 x 64-bit masks: mask G bit 4i + c the high bit of
+//                  value 4G + c of row i, i.e. one AVX-512 byte mask per plane). The high
+//                  bits sit beside their low bits, so each group's weights stay one
+//                  sequential stream for the hardware prefetcher.
 // Arithmetic (gemm_x16_kquant_ref, bit for bit), per row and token, acc = 0, in order over
 // the 32-value blocks b (activation scale dx, Int8Activations::dsum / corr6):
 //   q4_K/q5_K, sub-block j of super-block s: isum = sum q * x_q (exact),
 //     acc = fma(isum, (d * sc_j) * dx, acc); acc = fma(-(dmin * m_j), dsum_b, acc)
 //   q6_K, 16-value halves h = 0, 1: isum = sum q * x_q + corr6 (= sum (q - 32) x_q),
 //     acc = fma(isum, (d * sc_{2b+h}) * dx, acc)
+// and in order over the 16-value sub-blocks k = 2b + h (h = 0, 1; corr6 of that half):
+//   q3_K, q = low + 4 * high in 0..7, sc_k the stored 6-bit scale (q3k_scale):
+//     isum = sum q * x_q + corr6 / 8 (= sum (q - 4) x_q, exact),
+//     acc = fma(isum, (d * (sc_k - 32)) * dx, acc)
+//   q2_K, q in 0..3: isum = sum q * x_q, S = -corr6 / 32 (the half's sum of x_q, exact),
+//     acc = fma(isum, (d * sc_k) * dx, acc); acc = fma(-(dmin * m_k), dx * S, acc)
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -44,7 +62,7 @@
 namespace smoe {
 
 // Whether a [N, D] tensor of type t can be repacked (q8_0/q4_0 with N % 16 == 0 and
-// D % 32 == 0; q4_K/q5_K/q6_K with D % 256 == 0) and this CPU runs the kernels (AVX-512 VNNI).
+// D % 32 == 0; q2_K/q3_K/q4_K/q5_K/q6_K with D % 256 == 0) and this CPU runs the kernels (AVX-512 VNNI).
 bool x16_supports(DType t, int64_t N, int64_t D);
 // src: N GGUF rows; dst: the same bytes repacked (must not overlap src).
 void repack_x16(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D);

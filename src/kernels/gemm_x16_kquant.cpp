@@ -1,6 +1,7 @@
-// gemm_x16_kquant.cpp: q4_K/q5_K/q6_K rows repacked in 16-row groups and the AVX-512 VNNI
-// matmul over them, plus the scalar reference of its arithmetic on GGUF rows (layout and
-// arithmetic in gemm_x16.h). Legend: T tokens, b 32-value block of a row, s super-block.
+// gemm_x16_kquant.cpp: q2_K/q3_K/q4_K/q5_K/q6_K rows repacked in 16-row groups and the
+// AVX-512 VNNI matmul over them, plus the scalar reference of its arithmetic on GGUF rows
+// (layout and arithmetic in gemm_x16.h). Legend: T tokens, b 32-value block of a row, s
+// super-block, k 16-value sub-block.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,22 +25,39 @@ constexpr int64_t kGroup = 16;
 constexpr int64_t kSuper = 256;  // values per super-block
 
 // Byte offsets inside one super-block of a 16-row group (see gemm_x16.h): 32-value block jb
-// starts at values + block * jb with its 256 bytes of nibbles, then its high bits.
+// starts at values + block * jb with its 256 bytes of nibbles, then its high bits (q2_K/q3_K:
+// its 128 bytes of 2-bit planes, then q3_K's 64 bytes of high-bit masks).
 struct KLayout {
   size_t bytes;   // = 16 * GGUF block bytes
   size_t values;  // offset of block 0
   size_t block;   // bytes per 32-value block
 };
 constexpr KLayout layout(DType t) {
-  return t == DType::Q4_K   ? KLayout{16 * sizeof(BlockQ4_K), 256, 256}
+  return t == DType::Q2_K   ? KLayout{16 * sizeof(BlockQ2_K), 320, 128}
+         : t == DType::Q3_K ? KLayout{16 * sizeof(BlockQ3_K), 224, 192}
+         : t == DType::Q4_K ? KLayout{16 * sizeof(BlockQ4_K), 256, 256}
          : t == DType::Q5_K ? KLayout{16 * sizeof(BlockQ5_K), 256, 320}
                             : KLayout{16 * sizeof(BlockQ6_K), 288, 384};
 }
+static_assert(layout(DType::Q2_K).values + 8 * layout(DType::Q2_K).block == layout(DType::Q2_K).bytes);
+static_assert(layout(DType::Q3_K).values + 8 * layout(DType::Q3_K).block == layout(DType::Q3_K).bytes);
+// q2_K and q3_K: 2-bit values in planes (gemm_x16.h), not nibbles.
+constexpr bool low_bits(DType t) { return t == DType::Q2_K || t == DType::Q3_K; }
 
 // ---- value access: GGUF blocks and the repacked group ----
 
-// The 256 values q of a GGUF super-block (q4_K 0..15, q5_K 0..31, q6_K 0..63).
+// The 256 values q of a GGUF super-block (q2_K 0..3, q3_K 0..7 = low + 4 * high bit,
+// q4_K 0..15, q5_K 0..31, q6_K 0..63).
 void gguf_values(DType t, const uint8_t* blk, uint8_t* q) {
+  if (low_bits(t)) {  // value i = 128h + 32j + l: low bits (qs[32h + l] >> 2j) & 3
+    const uint8_t* qs = blk + (t == DType::Q3_K ? 32 : 16);
+    for (int i = 0; i < static_cast<int>(kSuper); ++i) {
+      int x = (qs[32 * (i / 128) + i % 32] >> (2 * (i % 128 / 32))) & 3;
+      if (t == DType::Q3_K) x |= ((blk[i % 32] >> (i / 32)) & 1) << 2;
+      q[i] = static_cast<uint8_t>(x);
+    }
+    return;
+  }
   if (t == DType::Q6_K) {
     for (int h = 0; h < 2; ++h)
       for (int k = 0; k < 4; ++k)
@@ -60,6 +78,16 @@ void gguf_values(DType t, const uint8_t* blk, uint8_t* q) {
 
 // Writes the values of a GGUF super-block (its header left as it is).
 void gguf_set_values(DType t, const uint8_t* q, uint8_t* blk) {
+  if (low_bits(t)) {
+    uint8_t* qs = blk + (t == DType::Q3_K ? 32 : 16);
+    std::memset(qs, 0, 64);
+    if (t == DType::Q3_K) std::memset(blk, 0, 32);
+    for (int i = 0; i < static_cast<int>(kSuper); ++i) {
+      qs[32 * (i / 128) + i % 32] |= static_cast<uint8_t>((q[i] & 3) << (2 * (i % 128 / 32)));
+      if (t == DType::Q3_K) blk[i % 32] |= static_cast<uint8_t>(((q[i] >> 2) & 1) << (i / 32));
+    }
+    return;
+  }
   if (t == DType::Q6_K) {
     std::memset(blk, 0, 192);
     for (int h = 0; h < 2; ++h)
@@ -88,8 +116,34 @@ void gguf_set_values(DType t, const uint8_t* q, uint8_t* blk) {
 size_t nib_offset(DType t, int jb) { return layout(t).values + layout(t).block * static_cast<size_t>(jb); }
 size_t high_offset(DType t, int jb) { return nib_offset(t, jb) + 256; }
 
+// q2_K/q3_K: calls f(v, byte offset in the super-block, bit in that byte, bit of q, bits) for
+// each bit field holding row i's value v = 32jb + 16h + 4p + c: its 2 low bits in plane
+// vector h of block jb (sub-block 2jb + h), byte 4i + c, bits 2p..2p+1; q3_K's high bit
+// (bit 2 of q) in mask g = 4h + p of block jb, bit 4i + c (64-bit little-endian masks).
+template <class F>
+void for_each_low_field(DType t, int i, F&& f) {
+  const KLayout L = layout(t);
+  for (int jb = 0; jb < 8; ++jb)
+    for (int h = 0; h < 2; ++h)
+      for (int p = 0; p < 4; ++p)
+        for (int c = 0; c < 4; ++c) {
+          const int v = 32 * jb + 16 * h + 4 * p + c, lane_byte = 4 * i + c;
+          const size_t blk = L.values + L.block * static_cast<size_t>(jb);
+          f(v, blk + 64 * static_cast<size_t>(h) + static_cast<size_t>(lane_byte), 2 * p, 0, 2);
+          if (t == DType::Q3_K)
+            f(v, blk + 128 + 8 * static_cast<size_t>(4 * h + p) + static_cast<size_t>(lane_byte / 8), lane_byte % 8, 2, 1);
+        }
+}
+
 // Row i's 256 values q into / out of a repacked super-block.
 void x16_set_values(DType t, const uint8_t* q, uint8_t* sb, int i) {
+  if (low_bits(t)) {
+    for_each_low_field(t, i, [&](int v, size_t off, int bit, int qbit, int n) {
+      const int mask = (1 << n) - 1;
+      sb[off] = static_cast<uint8_t>((sb[off] & ~(mask << bit)) | ((q[v] >> qbit) & mask) << bit);
+    });
+    return;
+  }
   for (int jb = 0; jb < 8; ++jb) {
     const uint8_t* qb = q + 32 * jb;
     for (int g = 0; g < 4; ++g)
@@ -110,6 +164,13 @@ void x16_set_values(DType t, const uint8_t* q, uint8_t* sb, int i) {
   }
 }
 void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
+  if (low_bits(t)) {
+    std::memset(q, 0, kSuper);
+    for_each_low_field(t, i, [&](int v, size_t off, int bit, int qbit, int n) {
+      q[v] = static_cast<uint8_t>(q[v] | ((sb[off] >> bit) & ((1 << n) - 1)) << qbit);
+    });
+    return;
+  }
   for (int jb = 0; jb < 8; ++jb) {
     uint8_t* qb = q + 32 * jb;
     for (int g = 0; g < 4; ++g)
@@ -134,9 +195,22 @@ void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
 // Header byte k of row i: {offset in the GGUF block, offset in the repacked super-block}.
 // q4_K/q5_K (16 bytes): d at 2i, dmin at 32 + 2i, packed scale byte k at 64 + 16k + i.
 // q6_K (18 bytes): d at 2i, int8 scale k at 32 + 16k + i.
-int header_bytes(DType t) { return t == DType::Q6_K ? 18 : 16; }
+// q2_K (20 bytes): d at 2i, dmin at 32 + 2i, scale byte k at 64 + 16k + i.
+// q3_K (14 bytes): d at 2i, packed scale byte k at 32 + 16k + i.
+int header_bytes(DType t) {
+  return t == DType::Q2_K ? 20 : t == DType::Q3_K ? 14 : t == DType::Q6_K ? 18 : 16;
+}
 std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
   const auto si = static_cast<size_t>(i);
+  const auto sk = static_cast<size_t>(k);
+  if (t == DType::Q2_K) {
+    if (k < 16) return {sk, 64 + 16 * sk + si};
+    return {80 + (sk - 16), 32 * ((sk - 16) / 2) + 2 * si + sk % 2};
+  }
+  if (t == DType::Q3_K) {
+    if (k < 12) return {96 + sk, 32 + 16 * sk + si};
+    return {108 + (sk - 12), 2 * si + (sk - 12)};
+  }
   if (t == DType::Q6_K) {
     if (k < 2) return {208 + static_cast<size_t>(k), 2 * si + static_cast<size_t>(k)};
     return {192 + static_cast<size_t>(k - 2), 32 + 16 * static_cast<size_t>(k - 2) + si};
@@ -175,11 +249,109 @@ inline __m512 scale_or_min(const uint8_t* sb, int j) {
   return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
 }
 
-// q6_K int8 scale of sub-block k for the 16 rows, as 16 floats.
+// 16 int8 scales (one per row) at p, as 16 floats.
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-inline __m512 q6k_scale(const uint8_t* sb, int k) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 32 + 16 * k));
+inline __m512 int8_scales(const void* p) {
+  const __m128i v = _mm_loadu_si128(static_cast<const __m128i*>(p));
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+}
+// q6_K int8 scale of sub-block k for the 16 rows.
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
+inline __m512 q6k_scale(const uint8_t* sb, int k) { return int8_scales(sb + 32 + 16 * k); }
+
+// The 16 q3_K scales of the 16 rows, sc - 32 as int8 [16 sub-blocks][16 rows], from the
+// transposed packed bytes B[k] = sb + 32 + 16k (see q3k_scale): sub-blocks 4a..4a+3 take
+// their low 4 bits from B[0..3] (a = 0, 2: low / high nibbles) or B[4..7] (a = 1, 3) and
+// their top 2 bits from bits 2a, 2a + 1 of B[8..11].
+__attribute__((target("avx512f,avx512bw"), always_inline))
+inline void q3k_scales(const uint8_t* sb, int8_t* sc) {
+  const __m512i b03 = _mm512_loadu_si512(sb + 32), b47 = _mm512_loadu_si512(sb + 96);
+  const __m512i b811 = _mm512_loadu_si512(sb + 160), m4 = _mm512_set1_epi8(15), c32 = _mm512_set1_epi8(32);
+  for (int a = 0; a < 4; ++a) {
+    const __m512i src = a % 2 ? b47 : b03;
+    const __m512i lo = _mm512_and_si512(a < 2 ? src : _mm512_srli_epi16(src, 4), m4);
+    _mm512_storeu_si512(sc + 64 * a, _mm512_sub_epi8(_mm512_or_si512(lo, high2(b811, a)), c32));
+  }
+}
+
+// 32-value block jb of super-block s (at sb): its index b in the row, its weights qb (the
+// bytes kPrefetchBytes past them prefetched) and the pass's activations xb (xq at its first
+// token, see kx16_group).
+struct KBlock {
+  int64_t b;
+  const uint8_t* qb;
+  const int8_t* xb;
+};
+template <DType kT>
+__attribute__((always_inline)) inline KBlock kblock(const uint8_t* sb, int64_t s, int jb, const int8_t* xq,
+                                                    int64_t Tpad) {
+  constexpr KLayout L = layout(kT);
+  const int64_t b = s * 8 + jb;
+  const uint8_t* qb = sb + L.values + L.block * jb;
+  x16::prefetch_ahead(qb, L.block);
+  return {b, qb, xq + 4 * b * 8 * Tpad};
+}
+
+// q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
+// xq, dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+template <DType kT, int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
+inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
+                                const int32_t* corr6, int64_t Tpad, __m512* acc) {
+  constexpr bool kQ3 = kT == DType::Q3_K;
+  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
+  const __m128i m4 = _mm_set1_epi8(15);
+  [[maybe_unused]] __m512 dmv;
+  [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
+  if constexpr (kQ3) q3k_scales(sb, sc3);
+  else dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+  for (int jb = 0; jb < 8; ++jb) {
+    const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
+    // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
+    // halves at once as two chains (the float sums below stay in sub-block order).
+    constexpr int kHalves = NT == 1 ? 2 : 1;
+    for (int h0 = 0; h0 < 2; h0 += kHalves) {
+      __m512i si[kHalves][NT];
+      for (int c = 0; c < kHalves; ++c)
+        for (int t = 0; t < NT; ++t)
+          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] / 8) : _mm512_setzero_si512();
+#pragma GCC unroll 2
+      for (int c = 0; c < kHalves; ++c) {
+        const int h = h0 + c;
+        const __m512i v = _mm512_loadu_si512(qb + 64 * h);
+#pragma GCC unroll 4
+        for (int p = 0; p < 4; ++p) {
+          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
+          if constexpr (kQ3) {
+            uint64_t high;
+            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
+            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+          }
+          for (int t = 0; t < NT; ++t)
+            si[c][t] = _mm512_dpbusd_epi32(si[c][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
+        }
+      }
+      for (int c = 0; c < kHalves; ++c) {
+        const int h = h0 + c, k = 2 * jb + h;
+        __m512 rscale, rmin = _mm512_setzero_ps();
+        if constexpr (kQ3) {
+          rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
+        } else {
+          const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
+          rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, m4))));
+          rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), m4))));
+        }
+        for (int t = 0; t < NT; ++t) {
+          const float dxt = dx[b * Tpad + t];
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
+          if constexpr (!kQ3) {
+            const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
+            acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
+          }
+        }
+      }
+    }
+  }
 }
 
 // One row group against tokens t0 .. t0 + NT - 1 of x, over all super-blocks.
@@ -199,12 +371,11 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
     const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
     x16::prefetch_ahead(sb, L.values);
     const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
-    if constexpr (kT == DType::Q6_K) {
+    if constexpr (low_bits(kT)) {
+      kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, corr6, Tpad, acc);
+    } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
-        const int64_t b = s * 8 + jb;
-        const uint8_t* qb = sb + L.values + L.block * jb;
-        x16::prefetch_ahead(qb, L.block);
-        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
         // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
         __m512i sa[NT], sbv[NT];
         for (int t = 0; t < NT; ++t) {
@@ -230,10 +401,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
     } else {
       const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
       for (int j = 0; j < 8; ++j) {
-        const int64_t b = s * 8 + j;
-        const uint8_t* qb = sb + L.values + L.block * j;
-        x16::prefetch_ahead(qb, L.block);
-        const int8_t* xb = xq + 4 * b * 8 * Tpad;
+        const auto [b, qb, xb] = kblock<kT>(sb, s, j, xq, Tpad);
         // One chain per token; a single token gets two (low and high nibbles).
         constexpr int kChains = NT == 1 ? 2 : 1;
         __m512i acc_i[kChains][NT];
@@ -265,6 +433,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
   for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
 }
 
+
 template <DType kT>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
@@ -275,14 +444,16 @@ void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, f
 
 void check_kquant(DType t, int64_t N, int64_t D) {
   SMOE_CHECK(x16_kquant(t), "x16 K-quant repacking: unsupported weight type ", dtype_name(t),
-             " (expected q4_K, q5_K or q6_K)");
+             " (expected q2_K, q3_K, q4_K, q5_K or q6_K)");
   SMOE_CHECK(N % kGroup == 0 && D % kSuper == 0, "x16 repacking: shape [", N, ", ", D,
              "] is not a multiple of [16, 256]");
 }
 
 }  // namespace
 
-bool x16_kquant(DType t) { return t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K; }
+bool x16_kquant(DType t) {
+  return t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+}
 
 void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D) {
   check_kquant(t, N, D);
@@ -326,7 +497,9 @@ void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Acti
                      int64_t ldy) {
   check_kquant(t, kGroup, x.D);
   SMOE_CHECK(int8_gemm_fast(), "x16 kernels need AVX-512 VNNI");
-  if (t == DType::Q4_K) kx16_groups<DType::Q4_K>(w, n_groups, x, y, ldy);
+  if (t == DType::Q2_K) kx16_groups<DType::Q2_K>(w, n_groups, x, y, ldy);
+  else if (t == DType::Q3_K) kx16_groups<DType::Q3_K>(w, n_groups, x, y, ldy);
+  else if (t == DType::Q4_K) kx16_groups<DType::Q4_K>(w, n_groups, x, y, ldy);
   else if (t == DType::Q5_K) kx16_groups<DType::Q5_K>(w, n_groups, x, y, ldy);
   else kx16_groups<DType::Q6_K>(w, n_groups, x, y, ldy);
 }
@@ -344,7 +517,29 @@ void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
       float acc = 0.f;
       for (int64_t s = 0; s < nsb; ++s) {
         const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb;
-        if (t == DType::Q6_K) {
+        if (low_bits(t)) {
+          const bool q3 = t == DType::Q3_K;
+          uint16_t hd, hm = 0;
+          std::memcpy(&hd, blk + (q3 ? 108 : 80), 2);
+          if (!q3) std::memcpy(&hm, blk + 82, 2);
+          const float d = f16_to_f32(hd), dmin = f16_to_f32(hm);
+          uint8_t q[kSuper];
+          gguf_values(t, blk, q);
+          for (int k = 0; k < 16; ++k) {  // 16-value sub-blocks: half k % 2 of block s * 8 + k / 2
+            const int64_t b = s * 8 + k / 2;
+            const size_t i = static_cast<size_t>(b * Tpad + tk);
+            const int32_t corr = x.corr6[static_cast<size_t>((2 * b + k % 2) * Tpad + tk)];
+            int32_t isum = q3 ? corr / 8 : 0;  // q3_K: sum (q - 4) x_q
+            for (int v = 16 * (k % 2); v < 16 * (k % 2) + 16; ++v) isum += q[32 * (k / 2) + v] * xq(b, tk, v);
+            if (q3) {
+              const float scale = (d * static_cast<float>(q3k_scale(k, blk + 96) - 32)) * x.d[i];
+              acc = std::fma(static_cast<float>(isum), scale, acc);
+            } else {
+              acc = std::fma(static_cast<float>(isum), (d * static_cast<float>(blk[k] & 15)) * x.d[i], acc);
+              acc = std::fma(-(dmin * static_cast<float>(blk[k] >> 4)), x.d[i] * static_cast<float>(-(corr / 32)), acc);
+            }
+          }
+        } else if (t == DType::Q6_K) {
           uint16_t hd;
           std::memcpy(&hd, blk + 208, 2);
           const float d = f16_to_f32(hd);

@@ -1,5 +1,5 @@
 // gemm_x16_simd.h: AVX-512 VNNI pieces the two x16 kernel files share (gemm_x16.cpp for
-// q8_0/q4_0, gemm_x16_kquant.cpp for q4_K/q5_K/q6_K); included by those two files only.
+// q8_0/q4_0, gemm_x16_kquant.cpp for the K-quants); included by those two files only.
 // Legend: NT tokens of a pass, Tpad the activations' token stride, xb one 32-value block of
 // activations laid out [8 groups][Tpad][4 values] (see Int8Activations).
 #pragma once

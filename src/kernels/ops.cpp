@@ -68,7 +68,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
   const int64_t D = w.shape.back(), N = w.numel() / D;
   const size_t rb = row_bytes(w.dtype, D);
   if (w.x16) {
-    // Repacked q8_0/q4_0/q4_K/q5_K/q6_K (any T): int8 activations, 16 rows per vector, no
+    // Repacked q8_0/q4_0/q2_K..q6_K (any T): int8 activations, 16 rows per vector, no
     // padding tokens.
     thread_local Int8Activations xa_buf;  // grow-only
     const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals

@@ -45,7 +45,7 @@ enum class WeightPlacement { kMapped, kMemory, kAuto };
 struct LoadOptions {
   LoadOptions(WeightPlacement w = WeightPlacement::kMapped, bool r = true) : weights(w), repack(r) {}
   WeightPlacement weights;
-  // In memory: q8_0/q4_0/q4_K/q5_K/q6_K matrices repacked for the VNNI kernels where the
+  // In memory: q8_0/q4_0/q2_K..q6_K matrices repacked for the VNNI kernels where the
   // CPU has them.
   bool repack;
   // Called while weights move into memory (bytes done, bytes in all), from a worker thread.
@@ -90,7 +90,7 @@ size_t weight_bytes(const Model& m);
 // Copies every weight into one huge-page buffer, repoints the views and releases the
 // mapped files and other owned buffers. Decoding streams every active weight once per
 // token; from 2 MiB pages it runs measurably faster than from 4 KiB file pages. With
-// `repack`, q8_0/q4_0/q4_K/q5_K/q6_K matrices (attention, experts, output) are stored in
+// `repack`, q8_0/q4_0/q2_K..q6_K matrices (attention, experts, output) are stored in
 // the 16-row groups of kernels/gemm_x16.h where this CPU runs those kernels (their views get
 // x16). progress, when set, gets (bytes done, bytes in all) now and then and at the end.
 void move_weights_to_memory(Model& m, bool repack = true,
