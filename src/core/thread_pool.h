@@ -1,6 +1,8 @@
 // thread_pool.h: a fixed set of worker threads for fork-join parallel loops.
 // The calling thread takes part, so a pool of size N uses N threads in all; size 1 runs
-// everything on the caller. Work is handed out in chunks from an atomic counter.
+// everything on the caller. Work is handed out in chunks from an atomic counter. Between
+// jobs the threads spin for a short while before they sleep, so the back-to-back loops of
+// a decode step (about 50 per token) do not each pay for waking a sleeping thread.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -34,9 +36,11 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable start_cv_, done_cv_;
-  uint64_t generation_ = 0;
-  int active_ = 0;
-  bool stop_ = false;
+  // generation_ changes (under mu_) when a job is posted; active_ counts the workers that
+  // have not finished it.
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> active_{0};
+  std::atomic<bool> stop_{false};
   // The current job.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 1;
