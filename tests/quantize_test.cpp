@@ -160,5 +160,37 @@ TEST(Quantize, SynthAndQuantizeCommandsRoundTrip) {
   EXPECT_NE(r.err.find("q2_K, q3_K"), std::string::npos) << r.err;  // the list of types
 }
 
+// synth --tokenizer embeds a vocabulary (so llama.cpp can load the file); a tokenizer of
+// another size is refused with both sizes named.
+TEST(Quantize, SynthEmbedsAGivenTokenizer) {
+  SMOE_REQUIRE_FIXTURES();
+  const std::string dir = test::temp_dir("synth_tokenizer");
+  const std::string tok = test::fixture("tokenizers/shakespeare-1k.model");
+  auto config = [&](int vocab) {
+    const std::string cfg = dir + "/config" + std::to_string(vocab) + ".json";
+    test::write_file(cfg, R"({"architectures":["MixtralForCausalLM"],"hidden_size":64,"intermediate_size":128,
+      "num_hidden_layers":1,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":)" +
+                              std::to_string(vocab) + R"(,"num_local_experts":4,"num_experts_per_tok":2,
+      "rms_norm_eps":1e-5,"rope_theta":1e6,"max_position_embeddings":128})");
+    return cfg;
+  };
+  auto r = test::run_smoe("synth --config " + config(1024) + " --type q8_0 --tokenizer " + tok + " --out " + dir +
+                          "/m.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto m = load_model(dir + "/m.gguf");
+  ASSERT_NE(m->tokenizer, nullptr);
+  auto ref = Tokenizer::from_spm_file(tok);
+  EXPECT_EQ(m->tokenizer->encode("ROMEO: What light through yonder window"),
+            ref->encode("ROMEO: What light through yonder window"));
+  r = test::run_smoe("synth --config " + config(1024) + " --type q8_0 --out " + dir + "/bare.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(load_model(dir + "/bare.gguf")->tokenizer, nullptr);
+  r = test::run_smoe("synth --config " + config(300) + " --type q8_0 --tokenizer " + tok + " --out " + dir +
+                     "/bad.gguf");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("1024"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("300"), std::string::npos) << r.err;
+}
+
 }  // namespace
 }  // namespace smoe

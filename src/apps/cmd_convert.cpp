@@ -24,7 +24,7 @@ struct QuantizeArgs {
 };
 
 struct SynthArgs {
-  std::string config, out, type = "f32";
+  std::string config, out, type = "f32", tokenizer;
   int64_t layers = 0;
   uint64_t seed = 0;
   int threads = 0;
@@ -56,6 +56,9 @@ void register_synth(CLI::App& app) {
   cmd->add_option("--type", a->type, "f32, f16, bf16, q8_0, q4_0, q2_K, q3_K, q4_K, q5_K or q6_K")->capture_default_str();
   cmd->add_option("--layers", a->layers, "keep only the first N layers (0: all)");
   cmd->add_option("--seed", a->seed, "random seed")->capture_default_str();
+  cmd->add_option("--tokenizer", a->tokenizer,
+                  "SentencePiece tokenizer.model whose vocabulary is embedded (its size must be the "
+                  "config's vocab_size); without it the file has no vocabulary, which llama.cpp refuses");
   cmd->add_option("-t,--threads", a->threads, "threads (0: all cores)");
   cmd->callback([a] {
     const DType t = parse_type(a->type);
@@ -67,7 +70,9 @@ void register_synth(CLI::App& app) {
     SMOE_CHECK(a->layers >= 0, "--layers ", a->layers, " must be >= 0");
     if (a->layers > 0) c.n_layers = std::min(c.n_layers, a->layers);
     ThreadPool pool(a->threads);
-    synth_gguf(c, a->seed, t, a->out, &pool);
+    std::unique_ptr<Tokenizer> tok;
+    if (!a->tokenizer.empty()) tok = Tokenizer::from_spm_file(a->tokenizer);
+    synth_gguf(c, a->seed, t, a->out, &pool, std::move(tok));
     std::fprintf(stderr, "smoe synth: wrote %s (%s, %s)\n", a->out.c_str(), c.summary().c_str(),
                  dtype_name(t));
   });

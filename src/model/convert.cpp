@@ -79,7 +79,7 @@ void quantize_model(const Model& model, const std::string& path, DType requested
 }
 
 void synth_gguf(const ModelConfig& config, uint64_t seed, DType requested, const std::string& path,
-                ThreadPool* pool) {
+                ThreadPool* pool, std::unique_ptr<Tokenizer> tokenizer) {
   config.validate("synthetic model");
   Skeleton s;
   Model& m = s.model;
@@ -114,7 +114,12 @@ void synth_gguf(const ModelConfig& config, uint64_t seed, DType requested, const
   GGUFSaveOptions o;
   o.pool = pool;
   o.file_type = requested;
-  o.embed_vocab = false;
+  if (tokenizer) {
+    SMOE_CHECK(tokenizer->vocab_size() == c.vocab_size, "synth: the tokenizer has ", tokenizer->vocab_size(),
+               " pieces, the config's vocab_size is ", c.vocab_size, " (they must be equal)");
+    m.tokenizer = std::move(tokenizer);
+  }
+  o.embed_vocab = m.tokenizer != nullptr;
   o.name = "smoe synthetic model";
   const int64_t E = c.n_experts;
   o.target_type = [requested, E](const std::string& name, const TensorView& t) {

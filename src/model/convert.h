@@ -23,8 +23,10 @@ void quantize_model(const Model& model, const std::string& path, DType requested
 
 // Writes a random-weight model of shape `config` as GGUF of type `requested`: weights
 // ~ N(0, 1/sqrt(fan_in)) (embeddings N(0, 1), norms 1), deterministic in `seed`, generated
-// row by row on `pool` (approximately normal: a scaled sum of four uniforms).
+// row by row on `pool` (approximately normal: a scaled sum of four uniforms). With a
+// tokenizer (its vocab_size must equal the config's) its vocabulary is embedded, so that
+// engines that need one (llama.cpp) load the file too.
 void synth_gguf(const ModelConfig& config, uint64_t seed, DType requested, const std::string& path,
-                ThreadPool* pool);
+                ThreadPool* pool, std::unique_ptr<Tokenizer> tokenizer = nullptr);
 
 }  // namespace smoe
