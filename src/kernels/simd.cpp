@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/dequant.h"
+#include "kernels/dot_float.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smoe {
@@ -53,38 +54,6 @@ float dot_float_row(const float* x, int64_t D, LoadFn load, ScalarFn scalar) {
   float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
   for (; i < D; ++i) sum += scalar(i) * x[i];
   return sum;
-}
-
-float dot_f32(const uint8_t* w, const float* x, int64_t D) {
-  return dot_float_row(
-      x, D, [w](auto d, int64_t i) { return hn::LoadU(d, reinterpret_cast<const float*>(w) + i); },
-      [w](int64_t i) {
-        float v;
-        std::memcpy(&v, w + 4 * i, 4);
-        return v;
-      });
-}
-
-float dot_f16(const uint8_t* w, const float* x, int64_t D) {
-  return dot_float_row(
-      x, D,
-      [w](auto d, int64_t i) {
-        const hn::Rebind<hwy::float16_t, decltype(d)> dh;
-        return hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(w) + i));
-      },
-      [w](int64_t i) { return f16_to_f32_fast(load_u16(w + 2 * i)); });
-}
-
-float dot_bf16(const uint8_t* w, const float* x, int64_t D) {
-  return dot_float_row(
-      x, D,
-      [w](auto d, int64_t i) {
-        const hn::RebindToUnsigned<decltype(d)> du32;
-        const hn::Rebind<uint16_t, decltype(d)> du16;
-        const auto h = hn::PromoteTo(du32, hn::LoadU(du16, reinterpret_cast<const uint16_t*>(w) + i));
-        return hn::BitCast(d, hn::ShiftLeft<16>(h));
-      },
-      [w](int64_t i) { return bf16_to_f32(load_u16(w + 2 * i)); });
 }
 
 // out[n] += a * v[n]
@@ -386,9 +355,9 @@ void DotRows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const fl
     const uint8_t* row = w + static_cast<size_t>(r) * rb;
     float v = 0.f;
     switch (t) {
-      case DType::F32: v = dot_f32(row, x, D); break;
-      case DType::F16: v = dot_f16(row, x, D); break;
-      case DType::BF16: v = dot_bf16(row, x, D); break;
+      case DType::F32:
+      case DType::F16:
+      case DType::BF16: break;  // dot_rows hands these to dot_rows_float
       case DType::Q8_0: v = dot_q8_0(row, x, D); break;
       case DType::Q4_0: v = dot_q4_0(row, x, D); break;
       case DType::Q2_K: v = dot_q2_k(row, x, D); break;
@@ -572,6 +541,7 @@ float dot_f32(const float* a, const float* b, int64_t n) { return HWY_DYNAMIC_DI
 
 void dot_rows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const float* xsum32,
               int64_t D, float* y) {
+  if (dot_rows_float_supports(t)) return dot_rows_float(t, w, n_rows, x, 1, D, y, 0);
   HWY_DYNAMIC_DISPATCH(DotRows)(t, w, n_rows, x, xsum32, D, y);
 }
 

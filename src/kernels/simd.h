@@ -14,7 +14,8 @@ namespace smoe {
 // y[r] = dot(row r of w, x) for r in [0, n_rows): w holds n_rows rows of D values of type t
 // (each row_bytes(t, D) bytes, any alignment), x[D] float32. xsum32 holds the sums of x
 // over each 32-value sub-block (D/32 entries; see sub_block_sums), needed by q4_K/q5_K
-// only (null otherwise). Fused: weights are converted in registers, never stored.
+// only (null otherwise). Fused: weights are converted in registers, never stored. f32,
+// f16 and bf16 rows go to dot_rows_float (dot_float.h).
 void dot_rows(DType t, const uint8_t* w, int64_t n_rows, const float* x, const float* xsum32,
               int64_t D, float* y);
 
