@@ -8,7 +8,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/error.h"
@@ -17,17 +16,12 @@
 #include "kernels/gemm_x16.h"
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
+#include "test_util.h"
 
 namespace smoe {
 namespace {
 
-std::vector<float> randn(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+using test::randn;
 
 std::vector<uint8_t> make_rows(DType t, int64_t rows, int64_t D, uint64_t seed) {
   const size_t rb = row_bytes(t, D);

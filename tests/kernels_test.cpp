@@ -8,7 +8,6 @@
 
 #include <cmath>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/error.h"
@@ -20,6 +19,7 @@
 #include "kernels/ops.h"
 #include "kernels/quantize.h"
 #include "kernels/simd.h"
+#include "test_util.h"
 
 namespace smoe {
 namespace {
@@ -27,13 +27,7 @@ namespace {
 const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
                            DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
-std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+using test::randn;
 
 // `rows` rows of D values of type t, stored at byte offset `misalign` of the returned buffer.
 std::vector<uint8_t> make_rows(DType t, int64_t rows, int64_t D, size_t misalign, uint64_t seed) {

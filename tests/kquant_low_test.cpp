@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -26,13 +25,7 @@
 namespace smoe {
 namespace {
 
-std::vector<float> gaussian(size_t n, uint64_t seed, float sd = 1.f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+using test::randn;
 
 void put_half(uint8_t* p, float f) {
   const uint16_t h = f32_to_f16(f);
@@ -127,7 +120,7 @@ double relative_rms_error(DType t, const std::vector<float>& x, std::vector<floa
 }
 
 TEST(KQuantLow, RoundTripErrorOnGaussianRows) {
-  const std::vector<float> x = gaussian(64 * 256, 5);
+  const std::vector<float> x = randn(64 * 256, 5);
   const double e2 = relative_rms_error(DType::Q2_K, x), e3 = relative_rms_error(DType::Q3_K, x);
   const double e4 = relative_rms_error(DType::Q4_K, x);
   std::printf("[ relative RMS round-trip error, N(0,1), 16384 values ] q2_K %.4f  q3_K %.4f  (q4_K %.4f)\n",
@@ -138,7 +131,7 @@ TEST(KQuantLow, RoundTripErrorOnGaussianRows) {
   EXPECT_LT(e3, e2);
   EXPECT_GT(e2, 0.05);  // 2 bits cannot be this good: the test would be measuring nothing
   // Scale invariance (up to half-precision scales): N(0, 0.01^2) rows do as well.
-  const std::vector<float> small = gaussian(16 * 256, 6, 0.01f);
+  const std::vector<float> small = randn(16 * 256, 6, 0.01f);
   EXPECT_LT(relative_rms_error(DType::Q2_K, small), 0.28);
   EXPECT_LT(relative_rms_error(DType::Q3_K, small), 0.15);
 }
@@ -157,13 +150,13 @@ TEST(KQuantLow, RoundTripOfAwkwardRows) {
       EXPECT_LT(relative_rms_error(t, x), 2e-3) << c;
     }
     // Negative-only rows.
-    x = gaussian(1024, 7);
+    x = randn(1024, 7);
     for (float& v : x) v = -std::fabs(v) - 0.1f;
     EXPECT_LT(relative_rms_error(t, x), t == DType::Q2_K ? 0.25 : 0.14);
     // One huge outlier: kept (to its sub-block's precision), and the other super-blocks
     // of the row are unaffected; inside its own super-block the rest may be rounded to
     // their sub-block's min/zero but never made worse than that.
-    x = gaussian(1024, 8);
+    x = randn(1024, 8);
     x[300] = 1000.f;
     relative_rms_error(t, x, &y);
     EXPECT_NEAR(y[300], 1000.f, 1000.f * (t == DType::Q2_K ? 0.05f : 0.03f));
@@ -189,12 +182,12 @@ TEST(KQuantLow, DotRowsMatchDoubleDotOfDequantizedRows) {
       for (size_t mis : {0, 1, 3}) {
         const int64_t rows = 7;
         const size_t rb = row_bytes(t, D);
-        const std::vector<float> w = gaussian(static_cast<size_t>(rows * D), 40 + static_cast<uint64_t>(D));
+        const std::vector<float> w = randn(static_cast<size_t>(rows * D), 40 + static_cast<uint64_t>(D));
         std::vector<uint8_t> buf(mis + rb * rows);
         for (int64_t r = 0; r < rows; ++r) quantize_row(t, &w[static_cast<size_t>(r * D)], buf.data() + mis + r * rb, D);
         // x at a misaligned float address too.
         std::vector<float> xbuf(static_cast<size_t>(D) + 1);
-        const std::vector<float> xs = gaussian(static_cast<size_t>(D), 9);
+        const std::vector<float> xs = randn(static_cast<size_t>(D), 9);
         std::copy(xs.begin(), xs.end(), xbuf.begin() + 1);
         const float* x = xbuf.data() + 1;
         std::vector<float> sums(static_cast<size_t>(D / 32));
@@ -220,7 +213,7 @@ TEST(KQuantLow, MatmulMatchesReferenceForAllTokenCounts) {
   ThreadPool pool(2);
   for (DType t : {DType::Q2_K, DType::Q3_K}) {
     const int64_t N = 70, D = 512;
-    const std::vector<float> wf = gaussian(static_cast<size_t>(N * D), 11);
+    const std::vector<float> wf = randn(static_cast<size_t>(N * D), 11);
     std::vector<uint8_t> buf(row_bytes(t, D) * N);
     for (int64_t r = 0; r < N; ++r) quantize_row(t, &wf[static_cast<size_t>(r * D)], buf.data() + r * row_bytes(t, D), D);
     TensorView w;
@@ -230,7 +223,7 @@ TEST(KQuantLow, MatmulMatchesReferenceForAllTokenCounts) {
     w.data = buf.data();
     w.nbytes = buf.size();
     for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 70}) {
-      const std::vector<float> x = gaussian(static_cast<size_t>(T * D), 12 + static_cast<uint64_t>(T));
+      const std::vector<float> x = randn(static_cast<size_t>(T * D), 12 + static_cast<uint64_t>(T));
       std::vector<float> y(static_cast<size_t>(T * N)), yr(y.size());
       matmul(w, x.data(), y.data(), T, &pool);
       matmul_ref(w, x.data(), yr.data(), T, nullptr);

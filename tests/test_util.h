@@ -1,10 +1,12 @@
 // test_util.h: shared helpers for smoe's tests: fixture paths (skipping when the shared
-// fixtures are absent), temporary files, running the smoe CLI, a small model shape.
+// fixtures are absent), temporary files, running the smoe CLI, a small model shape, random
+// test data.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cstdint>
 #include <filesystem>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,15 @@
 #include "model/transformer.h"
 
 namespace smoe::test {
+
+// n values drawn from N(0, sd^2), deterministic in seed.
+inline std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = normal(rng);
+  return v;
+}
 
 // The small Mixtral-shaped model most synthetic-model tests start from (they change the
 // fields they care about): D 32, 2 layers, 4/2 heads of 8, F 48, vocab 97, 8 experts, top-2.
