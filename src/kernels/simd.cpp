@@ -36,26 +36,6 @@ inline uint16_t load_u16(const uint8_t* p) {
   return v;
 }
 
-// ---- float rows --------------------------------------------------------------------------
-
-template <class LoadFn, class ScalarFn>
-float dot_float_row(const float* x, int64_t D, LoadFn load, ScalarFn scalar) {
-  const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  int64_t i = 0;
-  for (; i + 4 * N <= D; i += 4 * N) {
-    a0 = hn::MulAdd(load(d, i), hn::LoadU(d, x + i), a0);
-    a1 = hn::MulAdd(load(d, i + N), hn::LoadU(d, x + i + N), a1);
-    a2 = hn::MulAdd(load(d, i + 2 * N), hn::LoadU(d, x + i + 2 * N), a2);
-    a3 = hn::MulAdd(load(d, i + 3 * N), hn::LoadU(d, x + i + 3 * N), a3);
-  }
-  for (; i + N <= D; i += N) a0 = hn::MulAdd(load(d, i), hn::LoadU(d, x + i), a0);
-  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-  for (; i < D; ++i) sum += scalar(i) * x[i];
-  return sum;
-}
-
 // out[n] += a * v[n]
 void Axpy(float a, const float* v, float* out, int64_t n) {
   const hn::ScalableTag<float> d;
@@ -84,9 +64,22 @@ void SiluMul(float* g, const float* u, int64_t n) {
   for (; i < n; ++i) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
 }
 
+// dot of a[n] and b[n]: 4 vector accumulators, then the tail.
 float DotF32(const float* a, const float* b, int64_t n) {
-  return dot_float_row(
-      b, n, [a](auto d, int64_t i) { return hn::LoadU(d, a + i); }, [a](int64_t i) { return a[i]; });
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    a0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), a0);
+    a1 = hn::MulAdd(hn::LoadU(d, a + i + N), hn::LoadU(d, b + i + N), a1);
+    a2 = hn::MulAdd(hn::LoadU(d, a + i + 2 * N), hn::LoadU(d, b + i + 2 * N), a2);
+    a3 = hn::MulAdd(hn::LoadU(d, a + i + 3 * N), hn::LoadU(d, b + i + 3 * N), a3);
+  }
+  for (; i + N <= n; i += N) a0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), a0);
+  float sum = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
 }
 
 // ---- 32-value blocks ---------------------------------------------------------------------
