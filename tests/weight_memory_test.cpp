@@ -6,6 +6,8 @@
 #include <cstring>
 #include <fstream>
 
+#include <unistd.h>
+
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "kernels/gemm_int8.h"
@@ -177,6 +179,45 @@ TEST(WeightMemory, AutoChoosesMemoryOnlyWhenItFits) {
     EXPECT_NE(std::string(e.what()).find("'ram'"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("mmap, memory or auto"), std::string::npos) << e.what();
   }
+}
+
+// Resident memory of this process, from /proc/self/statm.
+size_t resident_bytes() {
+  std::ifstream in("/proc/self/statm");
+  size_t total = 0, resident = 0;
+  in >> total >> resident;
+  return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+// The copy into memory releases the file's pages as it goes (peak memory near the weights'
+// size, not twice it): released pages leave the process's resident memory, still read back
+// correctly, and memory that is not a file mapping is never discarded.
+TEST(WeightMemory, ReleasedFilePagesLeaveTheProcessNotTheData) {
+  const std::string path = test::temp_dir("release_pages") + "/data.bin";
+  constexpr size_t kN = size_t{32} << 20;
+  {
+    std::vector<uint8_t> bytes(kN);
+    for (size_t i = 0; i < kN; ++i) bytes[i] = static_cast<uint8_t>(i * 2654435761u >> 13);
+    std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), kN);
+  }
+  MappedFile f(path);
+  ASSERT_EQ(f.size(), kN);
+  uint64_t sum = 0;
+  for (size_t i = 0; i < kN; i += 64) sum += f.data()[i];  // every page mapped in
+  const size_t before = resident_bytes();
+  release_file_pages(f.data() + 1, kN - 1);  // all but the first, partial page
+  const size_t after = resident_bytes();
+  EXPECT_GE(before, after + kN * 3 / 4) << "before " << before << " after " << after;
+  uint64_t again = 0;
+  for (size_t i = 0; i < kN; i += 64) again += f.data()[i];
+  EXPECT_EQ(again, sum);
+  for (size_t i : {size_t{0}, size_t{4097}, kN / 2 + 3, kN - 1})
+    EXPECT_EQ(f.data()[i], static_cast<uint8_t>(i * 2654435761u >> 13)) << i;
+  // Anonymous memory and ranges outside the mapping are left alone.
+  std::vector<uint8_t> heap(size_t{1} << 20, 7);
+  release_file_pages(heap.data(), heap.size());
+  release_file_pages(f.data() + kN, 1 << 20);
+  for (size_t i = 0; i < heap.size(); i += 4096) ASSERT_EQ(heap[i], 7) << i;
 }
 
 TEST(WeightMemory, CliLoadOption) {

@@ -6,15 +6,26 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
+#include <mutex>
 #include <sstream>
 
 #include "core/error.h"
 
 namespace smoe {
+
+namespace {
+
+// The live read-only file mappings, begin -> end, for release_file_pages.
+std::mutex g_maps_mutex;
+std::map<uintptr_t, uintptr_t> g_maps;
+
+}  // namespace
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY);
@@ -38,12 +49,33 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
       fail(path, ": cannot mmap ", size_, " bytes (", std::strerror(e), ")");
     }
     data_ = static_cast<const uint8_t*>(p);
+    std::lock_guard<std::mutex> lock(g_maps_mutex);
+    g_maps[reinterpret_cast<uintptr_t>(p)] = reinterpret_cast<uintptr_t>(p) + size_;
   }
   ::close(fd);
 }
 
 MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (!data_) return;
+  {
+    std::lock_guard<std::mutex> lock(g_maps_mutex);
+    g_maps.erase(reinterpret_cast<uintptr_t>(data_));
+  }
+  ::munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void release_file_pages(const void* p, size_t n) {
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  uintptr_t begin = reinterpret_cast<uintptr_t>(p), end = begin + n;
+  std::lock_guard<std::mutex> lock(g_maps_mutex);
+  auto it = g_maps.upper_bound(begin);
+  if (it == g_maps.begin()) return;
+  --it;  // the mapping starting at or before begin
+  end = std::min(end, it->second);
+  if (begin >= end) return;
+  begin = (begin + page - 1) / page * page;  // whole pages only
+  end = end / page * page;
+  if (begin < end) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
 }
 
 HugePageBuffer::HugePageBuffer(size_t size, const std::string& what) : size_(size) {

@@ -25,6 +25,13 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops this process's mappings of the whole pages of [p, p + n) that lie inside a live
+// MappedFile (madvise MADV_DONTNEED): the file's pages stay in the page cache and are read
+// back on the next access, but stop counting as this process's memory. Does nothing for
+// memory that is not such a mapping (it never discards anonymous memory). Used after the
+// weights are copied out of a file, so the copy does not double the process's footprint.
+void release_file_pages(const void* p, size_t n);
+
 // Anonymous zero-filled memory, 2 MiB aligned, with transparent huge pages requested
 // (madvise): streaming gigabytes of weights through 2 MiB pages misses the TLB far less
 // often than through 4 KiB file pages. Released on destruction.

@@ -152,6 +152,7 @@ void move_weights_to_memory(Model& m, bool repack, const std::function<void(size
         } else {
           std::memcpy(out, r.src + pc.begin, pc.n);
         }
+        release_file_pages(r.src + pc.begin, pc.n);  // copied: no longer needed mapped
         done += pc.n;
       }
     });
