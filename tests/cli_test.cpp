@@ -103,7 +103,8 @@ TEST(Cli, BenchReportsItsFigures) {
   while (!out.empty() && out.back() == '\n') out.pop_back();
   const std::string last = out.substr(out.rfind('\n') + 1);  // the JSON line
   nlohmann::json j = nlohmann::json::parse(last);
-  for (const char* key : {"pp_tokens_per_s", "tg_tokens_per_s", "bytes_per_token", "read_GBps", "roofline_fraction"}) {
+  for (const char* key : {"pp_tokens_per_s", "tg_tokens_per_s", "bytes_per_token", "read_GBps", "roofline_fraction",
+                          "kernel_read_GBps"}) {
     ASSERT_TRUE(j.contains(key)) << key;
     EXPECT_GT(j[key].get<double>(), 0) << key;
   }

@@ -53,6 +53,7 @@ void run_bench_cmd(const BenchArgs& a) {
       {"weight_bytes_per_token", r.weight_bytes_per_token},
       {"read_GBps", r.read_GBps},
       {"weights_read_GBps", r.weights_read_GBps},
+      {"kernel_read_GBps", r.kernel_read_GBps},
       {"roofline_fraction", r.roofline_fraction},
       {"peak_rss_bytes", r.peak_rss_bytes},
   };
@@ -65,6 +66,9 @@ void run_bench_cmd(const BenchArgs& a) {
   std::printf("read bandwidth:    %10.2f GB/s (reading the model's weights: %.2f GB/s)\n", r.read_GBps,
               r.weights_read_GBps);
   std::printf("decode roofline:   %10.1f %% of the bandwidth bound\n", 100 * r.roofline_fraction);
+  if (r.read_GBps > 0)
+    std::printf("decode kernels:    %10.2f GB/s over every matrix at one token (%.1f %% of the bound)\n",
+                r.kernel_read_GBps, 100 * r.kernel_read_GBps / r.read_GBps);
   std::printf("peak memory:       %10.1f MiB\n", r.peak_rss_bytes / (1 << 20));
   if (a.json) std::printf("%s\n", j.dump().c_str());
 }

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/mapped_file.h"
+#include "kernels/ops.h"
 #include "model/transformer.h"
 
 namespace smoe {
@@ -119,6 +120,35 @@ double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps)
   return best;
 }
 
+double measure_decode_kernel_bandwidth(ThreadPool& pool, const Model& m, int reps) {
+  std::vector<const TensorView*> mats{&m.output};
+  for (const LayerWeights& l : m.layers) {
+    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo}) mats.push_back(t);
+    for (const ExpertWeights& e : l.experts)
+      for (const TensorView* t : {&e.w1, &e.w3, &e.w2}) mats.push_back(t);
+  }
+  std::erase_if(mats, [](const TensorView* t) { return !t->data || t->shape.size() != 2; });
+  int64_t max_n = 0, max_d = 0;
+  double total = 0;
+  for (const TensorView* t : mats) {
+    max_n = std::max(max_n, t->shape[0]);
+    max_d = std::max(max_d, t->shape[1]);
+    total += static_cast<double>(t->nbytes);
+  }
+  if (mats.empty()) return 0;
+  std::vector<float> x(static_cast<size_t>(max_d)), y(static_cast<size_t>(max_n));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd;
+  for (float& v : x) v = nd(rng);
+  double best = 0;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    for (const TensorView* t : mats) matmul(*t, x.data(), y.data(), 1, &pool);
+    best = std::max(best, total / seconds_since(t0) / 1e9);
+  }
+  return best;
+}
+
 double peak_rss_bytes() {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -185,6 +215,7 @@ BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& 
   // pages landed, mapped or in memory) is reported beside it.
   r.read_GBps = std::max(probe_before, measure_read_bandwidth(pool, size_t(1) << 30, 8));
   r.weights_read_GBps = std::max(weights_before, measure_weight_read_bandwidth(pool, model, 4));
+  r.kernel_read_GBps = measure_decode_kernel_bandwidth(pool, model, 4);
   if (r.read_GBps > 0 && o.n_gen > 0)
     r.roofline_fraction = r.tg_tokens_per_s.median * r.bytes_per_token / (r.read_GBps * 1e9);
   return r;

@@ -30,6 +30,7 @@ struct BenchResult {
   double weight_bytes_per_token = 0;
   double read_GBps = 0;          // read rate of a fresh 1 GiB huge-page buffer (the bound)
   double weights_read_GBps = 0;  // read rate of the model's weights (plain sums, all threads)
+  double kernel_read_GBps = 0;   // read rate of the decode kernels over the model's matrices
   double roofline_fraction = 0;  // tg tokens/s x bytes per token / bandwidth
   double peak_rss_bytes = 0;
 };
@@ -41,6 +42,10 @@ double decode_weight_bytes(const Model& model);
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t(1) << 30, int reps = 5);
 // GB/s of reading every weight tensor of m once (best of reps passes).
 double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps = 4);
+// GB/s of the decode matrix-vector products (one token) over every matrix of m once, all
+// experts included (best of reps passes): what the kernels alone reach, against which the
+// rest of a decode step (attention, norms, routing, synchronisation) can be judged.
+double measure_decode_kernel_bandwidth(ThreadPool& pool, const Model& m, int reps = 4);
 // Peak resident set size of this process so far.
 double peak_rss_bytes();
 
