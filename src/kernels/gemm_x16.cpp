@@ -58,7 +58,7 @@ void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y
     } else {
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
-        const __m512i v = _mm512_loadu_si512(blk + 32 + 64 * g);
+        const __m512i v = x16::load_once(blk + 32 + 64 * g);
         const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         x16::dot_nibble_planes<NT>(s[0], s[kChains - 1], lo, hi, xb, g, Tpad);
       }

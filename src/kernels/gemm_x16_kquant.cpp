@@ -318,7 +318,7 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
 #pragma GCC unroll 2
       for (int c = 0; c < kHalves; ++c) {
         const int h = h0 + c;
-        const __m512i v = _mm512_loadu_si512(qb + 64 * h);
+        const __m512i v = x16::load_once(qb + 64 * h);
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
           __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
@@ -385,7 +385,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
         const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
-          const __m512i v = _mm512_loadu_si512(qb + 64 * g);
+          const __m512i v = x16::load_once(qb + 64 * g);
           const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
           const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
           x16::dot_nibble_planes<NT>(sa, sbv, lo, hi, xb, g, Tpad);
@@ -411,7 +411,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
         if constexpr (kT == DType::Q5_K) hb = _mm512_loadu_si512(qb + 256);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
-          const __m512i v = _mm512_loadu_si512(qb + 64 * g);
+          const __m512i v = x16::load_once(qb + 64 * g);
           __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
           if constexpr (kT == DType::Q5_K) {
             lo = _mm512_or_si512(lo, bit5(hb, g));

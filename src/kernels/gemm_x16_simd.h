@@ -21,6 +21,16 @@ __attribute__((always_inline)) inline void prefetch_ahead(const uint8_t* p, size
   for (size_t o = 0; o < bytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + kPrefetchBytes + o), _MM_HINT_T0);
 }
 
+// A 64-byte weight vector loaded once into a register. Used for vectors that feed several
+// instructions (low and high nibbles, bit planes): without the empty asm GCC folds the load
+// into each of them, and the extra loads compete with the activation broadcasts for the
+// load ports.
+__attribute__((target("avx512f"), always_inline)) inline __m512i load_once(const uint8_t* p) {
+  __m512i v = _mm512_loadu_si512(p);
+  asm("" : "+v"(v));
+  return v;
+}
+
 // 4 int8 values as one int32 broadcast to every lane.
 __attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const int8_t* p) {
   int32_t v;
