@@ -524,6 +524,7 @@ void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to
   for (auto* v : {&out.d, &out.dsum}) if (v->size() < nl) v->resize(nl);
   for (auto* v : {&out.corr8, &out.corr4}) if (v->size() < nl) v->resize(nl);
   if (out.corr6.size() < 2 * nl) out.corr6.resize(2 * nl);
+  if (out.dsum16.size() < 2 * nl) out.dsum16.resize(2 * nl);
 }
 
 // Block b of token t: its 32 values q (zeros for padding tokens), scale and sums stored.
@@ -537,6 +538,8 @@ void store_block(Int8Activations& out, int64_t b, int64_t t, const int8_t* q, fl
   out.corr4[i] = -8 * sum;
   out.corr6[static_cast<size_t>((b * 2) * Tpad + t)] = -32 * half0;
   out.corr6[static_cast<size_t>((b * 2 + 1) * Tpad + t)] = -32 * half1;
+  out.dsum16[static_cast<size_t>((b * 2) * Tpad + t)] = d * static_cast<float>(half0);
+  out.dsum16[static_cast<size_t>((b * 2 + 1) * Tpad + t)] = d * static_cast<float>(half1);
   for (int g = 0; g < 8; ++g) std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
 }
 

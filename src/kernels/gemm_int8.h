@@ -23,11 +23,12 @@ class ThreadPool;
 // For the repacked K-quant kernels (gemm_x16.h) also: dsum[D/32][Tpad] = d * float(block's
 // sum of q) (the q4_K/q5_K min terms), corr6[D/32][2][Tpad] = -32 times the sum of q over
 // each 16-value half (q6_K's offset of 32, one per 16-value sub-block; q3_K takes corr6 / 8
-// for its offset of 4, q2_K -corr6 / 32 for its min terms).
+// for its offset of 4), dsum16[D/32][2][Tpad] = d * float(sum of q over each 16-value half)
+// (q2_K's min terms).
 struct Int8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<int8_t> q;
-  std::vector<float> d, dsum;
+  std::vector<float> d, dsum, dsum16;
   std::vector<int32_t> corr8, corr4, corr6;
 };
 // Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels

@@ -45,12 +45,14 @@
 //     acc = fma(isum, (d * sc_j) * dx, acc); acc = fma(-(dmin * m_j), dsum_b, acc)
 //   q6_K, 16-value halves h = 0, 1: isum = sum q * x_q + corr6 (= sum (q - 32) x_q),
 //     acc = fma(isum, (d * sc_{2b+h}) * dx, acc)
-// and in order over the 16-value sub-blocks k = 2b + h (h = 0, 1; corr6 of that half):
+// and for q2_K/q3_K per super-block, as = am = 0, in order over its 16-value sub-blocks
+// k = 2b + h (h = 0, 1; corr6 and dsum16 of that half), then acc = fma(d, as, acc) and
+// (q2_K) acc = fma(-dmin, am, acc):
 //   q3_K, q = low + 4 * high in 0..7, sc_k the stored 6-bit scale (q3k_scale):
 //     isum = sum q * x_q + corr6 / 8 (= sum (q - 4) x_q, exact),
-//     acc = fma(isum, (d * (sc_k - 32)) * dx, acc)
-//   q2_K, q in 0..3: isum = sum q * x_q, S = -corr6 / 32 (the half's sum of x_q, exact),
-//     acc = fma(isum, (d * sc_k) * dx, acc); acc = fma(-(dmin * m_k), dx * S, acc)
+//     as = fma(isum, (sc_k - 32) * dx, as)
+//   q2_K, q in 0..3: isum = sum q * x_q,
+//     as = fma(isum, sc_k * dx, as); am = fma(m_k, dsum16, am)
 #pragma once
 #include <algorithm>
 #include <cstdint>

@@ -293,18 +293,20 @@ __attribute__((always_inline)) inline KBlock kblock(const uint8_t* sb, int64_t s
 }
 
 // q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
-// xq, dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+// xq, dx, dsum16 and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+// The super-block's terms are summed before d and dmin multiply them (as the reference
+// does): per 16-value sub-block k, as += isum_k * (sc_k * dx) and am += m_k * dsum16_k,
+// then acc += d * as - dmin * am.
 template <DType kT, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
 inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
-                                const int32_t* corr6, int64_t Tpad, __m512* acc) {
+                                const float* dsum16, const int32_t* corr6, int64_t Tpad, __m512* acc) {
   constexpr bool kQ3 = kT == DType::Q3_K;
-  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4);
-  const __m128i m4 = _mm_set1_epi8(15);
-  [[maybe_unused]] __m512 dmv;
+  const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), m4 = _mm512_set1_epi32(15);
   [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
   if constexpr (kQ3) q3k_scales(sb, sc3);
-  else dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+  __m512 as[NT], am[NT];
+  for (int t = 0; t < NT; ++t) as[t] = am[t] = _mm512_setzero_ps();
   for (int jb = 0; jb < 8; ++jb) {
     const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
     // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
@@ -313,8 +315,8 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
     for (int h0 = 0; h0 < 2; h0 += kHalves) {
       __m512i si[kHalves][NT];
       for (int c = 0; c < kHalves; ++c)
-        for (int t = 0; t < NT; ++t)
-          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] / 8) : _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t)  // q3_K: corr6 / 8 = -4 * the half's sum (corr6 is a multiple of 32)
+          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] >> 3) : _mm512_setzero_si512();
 #pragma GCC unroll 2
       for (int c = 0; c < kHalves; ++c) {
         const int h = h0 + c;
@@ -333,24 +335,27 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
       }
       for (int c = 0; c < kHalves; ++c) {
         const int h = h0 + c, k = 2 * jb + h;
-        __m512 rscale, rmin = _mm512_setzero_ps();
+        __m512 rscale;
+        [[maybe_unused]] __m512 rmin;
         if constexpr (kQ3) {
-          rscale = _mm512_mul_ps(dv, int8_scales(sc3 + 16 * k));
-        } else {
-          const __m128i sm = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k));
-          rscale = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(sm, m4))));
-          rmin = _mm512_mul_ps(dmv, _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(sm, 4), m4))));
+          rscale = int8_scales(sc3 + 16 * k);
+        } else {  // scale byte k of the 16 rows: scale in the low nibble, min in the high one
+          const __m512i sm = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k)));
+          rscale = _mm512_cvtepi32_ps(_mm512_and_si512(sm, m4));
+          rmin = _mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4));
         }
         for (int t = 0; t < NT; ++t) {
-          const float dxt = dx[b * Tpad + t];
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dxt)), acc[t]);
-          if constexpr (!kQ3) {
-            const int32_t sum = -(corr6[(2 * b + h) * Tpad + t] / 32);  // the 16 values' sum of x_q
-            acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dxt * static_cast<float>(sum)), acc[t]);
-          }
+          as[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t])), as[t]);
+          if constexpr (!kQ3) am[t] = _mm512_fmadd_ps(rmin, _mm512_set1_ps(dsum16[(2 * b + h) * Tpad + t]), am[t]);
         }
       }
     }
+  }
+  [[maybe_unused]] __m512 dmv;
+  if constexpr (!kQ3) dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = _mm512_fmadd_ps(dv, as[t], acc[t]);
+    if constexpr (!kQ3) acc[t] = _mm512_fnmadd_ps(dmv, am[t], acc[t]);
   }
 }
 
@@ -362,6 +367,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
   const int64_t Tpad = x.Tpad, nsb = x.D / kSuper;
   const float* dx = x.d.data() + t0;
   const float* dsum = x.dsum.data() + t0;
+  const float* dsum16 = x.dsum16.data() + t0;
   const int32_t* corr6 = x.corr6.data() + t0;
   const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
   const __m512i m4 = _mm512_set1_epi8(15);
@@ -372,7 +378,7 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
     x16::prefetch_ahead(sb, L.values);
     const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
     if constexpr (low_bits(kT)) {
-      kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, corr6, Tpad, acc);
+      kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, dsum16, corr6, Tpad, acc);
     } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
         const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
@@ -525,20 +531,18 @@ void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
           const float d = f16_to_f32(hd), dmin = f16_to_f32(hm);
           uint8_t q[kSuper];
           gguf_values(t, blk, q);
+          float as = 0.f, am = 0.f;  // the super-block's scale and min terms
           for (int k = 0; k < 16; ++k) {  // 16-value sub-blocks: half k % 2 of block s * 8 + k / 2
             const int64_t b = s * 8 + k / 2;
-            const size_t i = static_cast<size_t>(b * Tpad + tk);
-            const int32_t corr = x.corr6[static_cast<size_t>((2 * b + k % 2) * Tpad + tk)];
-            int32_t isum = q3 ? corr / 8 : 0;  // q3_K: sum (q - 4) x_q
+            const size_t i = static_cast<size_t>(b * Tpad + tk), ih = static_cast<size_t>((2 * b + k % 2) * Tpad + tk);
+            int32_t isum = q3 ? x.corr6[ih] / 8 : 0;  // q3_K: sum (q - 4) x_q
             for (int v = 16 * (k % 2); v < 16 * (k % 2) + 16; ++v) isum += q[32 * (k / 2) + v] * xq(b, tk, v);
-            if (q3) {
-              const float scale = (d * static_cast<float>(q3k_scale(k, blk + 96) - 32)) * x.d[i];
-              acc = std::fma(static_cast<float>(isum), scale, acc);
-            } else {
-              acc = std::fma(static_cast<float>(isum), (d * static_cast<float>(blk[k] & 15)) * x.d[i], acc);
-              acc = std::fma(-(dmin * static_cast<float>(blk[k] >> 4)), x.d[i] * static_cast<float>(-(corr / 32)), acc);
-            }
+            const int sc = q3 ? q3k_scale(k, blk + 96) - 32 : blk[k] & 15;
+            as = std::fma(static_cast<float>(isum), static_cast<float>(sc) * x.d[i], as);
+            if (!q3) am = std::fma(static_cast<float>(blk[k] >> 4), x.dsum16[ih], am);
           }
+          acc = std::fma(d, as, acc);
+          if (!q3) acc = std::fma(-dmin, am, acc);
         } else if (t == DType::Q6_K) {
           uint16_t hd;
           std::memcpy(&hd, blk + 208, 2);
