@@ -1,6 +1,7 @@
 // bench.cpp: model speed, memory bandwidth and roofline measurements.
 #include "runtime/bench.h"
 
+#include <immintrin.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -52,10 +53,56 @@ double decode_weight_bytes(const Model& m) {
 
 namespace {
 
-// Sums every 8-byte word of [p, p + n) over the pool's threads (4 independent sums keep
-// several loads in flight); the leading bytes up to 8-byte alignment and the tail are
-// added one by one.
+// Sum of the 8-byte words q[0, len): the widest loads this CPU has, two independent sums,
+// each 64-byte line prefetched 1 KB ahead (as the decode kernels do). Plain 8-byte sums were
+// instruction-bound on a 2.3 GHz Xeon: 17 GB/s from 2 cores against 25 with AVX-512 loads
+// and the prefetch, below what the decode kernels themselves read.
+__attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* q, size_t len) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+  size_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(q + i + 128), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(q + i + 136), _MM_HINT_T0);
+    a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(q + i));
+    a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(q + i + 8));
+  }
+  uint64_t total = static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(a0, a1)));
+  for (; i < len; ++i) total += q[i];
+  return total;
+}
+__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* q, size_t len) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    _mm_prefetch(reinterpret_cast<const char*>(q + i + 128), _MM_HINT_T0);
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i + 4)));
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(a0, a1));
+  uint64_t total = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < len; ++i) total += q[i];
+  return total;
+}
+uint64_t sum_words_plain(const uint64_t* q, size_t len) {
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= len; i += 4) {
+    a0 += q[i];
+    a1 += q[i + 1];
+    a2 += q[i + 2];
+    a3 += q[i + 3];
+  }
+  for (; i < len; ++i) a0 += q[i];
+  return a0 + a1 + a2 + a3;
+}
+
+// Sums every 8-byte word of [p, p + n) over the pool's threads; the leading bytes up to
+// 8-byte alignment and the tail are added one by one.
 uint64_t sum_words(ThreadPool& pool, const uint8_t* p, size_t n) {
+  static const auto sum_range = __builtin_cpu_supports("avx512f") ? sum_words_avx512
+                                : __builtin_cpu_supports("avx2")  ? sum_words_avx2
+                                                                  : sum_words_plain;
   uint64_t head = 0;
   size_t lead = (8 - reinterpret_cast<uintptr_t>(p) % 8) % 8;
   lead = std::min(lead, n);
@@ -65,17 +112,7 @@ uint64_t sum_words(ThreadPool& pool, const uint8_t* p, size_t n) {
   for (size_t i = lead + nw * 8; i < n; ++i) head += p[i];
   std::atomic<uint64_t> total{head};
   parallel_for(&pool, static_cast<int64_t>(nw), 1 << 16, [&](int64_t b, int64_t e) {
-    const uint64_t* q = w + b;
-    const size_t len = static_cast<size_t>(e - b), n4 = len / 4 * 4;
-    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-    for (size_t i = 0; i < n4; i += 4) {
-      a0 += q[i];
-      a1 += q[i + 1];
-      a2 += q[i + 2];
-      a3 += q[i + 3];
-    }
-    for (size_t i = n4; i < len; ++i) a0 += q[i];
-    total += a0 + a1 + a2 + a3;
+    total += sum_range(w + b, static_cast<size_t>(e - b));
   });
   return total.load();
 }
