@@ -161,6 +161,52 @@ TEST(GemmX16, KQuantReferenceMatchesFloatDots) {
   }
 }
 
+// matmul_shared runs several repacked products of one input as one parallel loop (its tasks
+// cross from matrix to matrix inside the pool's chunks): the same bits as one matmul each,
+// also when one weight is not repacked (then it is one matmul each).
+TEST(GemmX16, SharedInputProductsEqualSeparateOnes) {
+  SKIP_WITHOUT_VNNI();
+  ThreadPool pool(3);
+  // 256 KB tasks: 3 groups of q8_0 rows, 7 of q4_K or q4_0, so 9 + 4 + 1 tasks, which 3
+  // threads take 2 at a time (two of those pairs straddle two matrices).
+  const int64_t D = 4096;
+  const DType types[3] = {DType::Q8_0, DType::Q4_K, DType::Q4_0};
+  const int64_t rows[3] = {432, 352, 112};
+  std::vector<std::vector<uint8_t>> plain(3), packed(3);
+  TensorView views[3], unpacked[3];
+  for (int i = 0; i < 3; ++i) {
+    plain[i] = make_rows(types[i], rows[i], D, 50 + static_cast<uint64_t>(i));
+    packed[i].resize(plain[i].size());
+    repack_x16(types[i], plain[i].data(), packed[i].data(), rows[i], D);
+    unpacked[i].dtype = types[i];
+    unpacked[i].shape = {rows[i], D};
+    unpacked[i].data = plain[i].data();
+    unpacked[i].nbytes = plain[i].size();
+    views[i] = unpacked[i];
+    views[i].data = packed[i].data();
+    views[i].x16 = true;
+  }
+  for (int64_t T : {1, 3, 9}) {
+    const std::vector<float> x = randn(static_cast<size_t>(T * D), 60 + static_cast<uint64_t>(T));
+    std::vector<float> ys[3], yr[3];
+    for (int i = 0; i < 3; ++i) {
+      ys[i].assign(static_cast<size_t>(T * rows[i]), -1.f);
+      yr[i].assign(ys[i].size(), -2.f);
+      matmul(views[i], x.data(), yr[i].data(), T, &pool);
+    }
+    matmul_shared({&views[0], &views[1], &views[2]}, x.data(), {ys[0].data(), ys[1].data(), ys[2].data()}, T, &pool);
+    for (int i = 0; i < 3; ++i)
+      ASSERT_EQ(std::memcmp(ys[i].data(), yr[i].data(), ys[i].size() * 4), 0) << dtype_name(types[i]) << " T=" << T;
+    // One weight in the file layout: separate products.
+    std::vector<float> y0(ys[0].size()), y1(ys[1].size()), y1r(ys[1].size());
+    matmul(unpacked[1], x.data(), y1r.data(), T, &pool);
+    matmul_shared({&views[0], &unpacked[1]}, x.data(), {y0.data(), y1.data()}, T, &pool);
+    ASSERT_EQ(std::memcmp(y0.data(), yr[0].data(), y0.size() * 4), 0) << "T=" << T;
+    ASSERT_EQ(std::memcmp(y1.data(), y1r.data(), y1.size() * 4), 0) << "T=" << T;
+  }
+  EXPECT_THROW(matmul_shared({&views[0]}, nullptr, {}, 1, &pool), Error);
+}
+
 TEST(GemmX16, MatmulAndEmbeddingOnRepackedViews) {
   SKIP_WITHOUT_VNNI();
   ThreadPool pool(3);

@@ -64,22 +64,67 @@ void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, Thread
   });
 }
 
+namespace {
+
+// Repacked q8_0/q4_0/q2_K..q6_K weights of one row length D against x[T, D] (any T): int8
+// activations quantized once, 16 rows per vector, no padding tokens; tasks of about 256 KB
+// of weights (at least one 16-row group) over all the matrices in one parallel loop.
+void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const float* x, int64_t T,
+                ThreadPool* pool) {
+  struct Job {
+    const TensorView* w;
+    float* y;
+    size_t rb;
+    int64_t N, groups, per_task, first_task;
+  };
+  Job jobs[4];
+  SMOE_CHECK(n >= 1 && n <= 4, "matmul_shared: ", n, " weights (expected 1..4)");
+  const int64_t D = ws[0]->shape.back();
+  int64_t tasks = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const TensorView& w = *ws[i];
+    SMOE_CHECK(w.shape.back() == D, "matmul_shared: rows of ", w.shape.back(), " and ", D, " values");
+    const size_t rb = row_bytes(w.dtype, D);
+    const int64_t N = w.numel() / D, groups = N / 16;
+    const int64_t per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
+    jobs[i] = {&w, ys[i], rb, N, groups, per_task, tasks};
+    tasks += (groups + per_task - 1) / per_task;
+  }
+  thread_local Int8Activations xa_buf;  // grow-only
+  const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+  quantize_activations(x, T, D, xa_buf, 1, pool);
+  // One gemm per task: past 64 tokens the kernels stream a call's weights once per 64-token
+  // block, and 256 KB stay in L2 between them.
+  parallel_for(pool, tasks, 1, [&](int64_t begin, int64_t end) {
+    size_t j = 0;
+    for (int64_t task = begin; task < end; ++task) {
+      while (j + 1 < n && jobs[j + 1].first_task <= task) ++j;
+      const Job& jb = jobs[j];
+      const int64_t g0 = (task - jb.first_task) * jb.per_task, g1 = std::min(jb.groups, g0 + jb.per_task);
+      gemm_x16(jb.w->dtype, jb.w->data + static_cast<size_t>(g0 * 16) * jb.rb, g1 - g0, xa, jb.y + g0 * 16, jb.N);
+    }
+  });
+}
+
+}  // namespace
+
+void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
+                   std::initializer_list<float*> ys, int64_t T, ThreadPool* pool) {
+  SMOE_CHECK(ws.size() == ys.size() && ws.size() >= 1 && ws.size() <= 4, "matmul_shared: ", ws.size(),
+             " weights and ", ys.size(), " outputs (expected 1..4 of each)");
+  bool x16 = true;
+  for (const TensorView* w : ws) x16 = x16 && w->x16 && w->shape.back() == (*ws.begin())->shape.back();
+  if (x16) return matmul_x16(ws.begin(), ys.begin(), ws.size(), x, T, pool);
+  for (size_t i = 0; i < ws.size(); ++i) matmul(*ws.begin()[i], x, ys.begin()[i], T, pool);
+}
+
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t D = w.shape.back(), N = w.numel() / D;
   const size_t rb = row_bytes(w.dtype, D);
   if (w.x16) {
-    // Repacked q8_0/q4_0/q2_K..q6_K (any T): int8 activations, 16 rows per vector, no
-    // padding tokens.
-    thread_local Int8Activations xa_buf;  // grow-only
-    const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
-    quantize_activations(x, T, D, xa_buf, 1, pool);
-    // Tasks of about 256 KB of weights (at least one 16-row group).
-    const int64_t groups = N / 16, per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
-    parallel_for(pool, (groups + per_task - 1) / per_task, 1, [&](int64_t begin, int64_t end) {
-      const int64_t g0 = begin * per_task, g1 = std::min(groups, end * per_task);
-      gemm_x16(w.dtype, w.data + static_cast<size_t>(g0 * 16) * rb, g1 - g0, xa, y + g0 * 16, N);
-    });
-    return;
+    const TensorView* ws[1] = {&w};
+    float* ys[1] = {y};
+    return matmul_x16(ws, ys, 1, x, T, pool);
   }
   if (T < kGemmMinTokens) {
     // Decode: fused dot products, weights streamed once per token.

@@ -3,6 +3,7 @@
 // D dim, N output rows (a weight matrix is [N, D] row-major in any DType).
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 
 #include "core/tensor.h"
 #include "core/thread_pool.h"
@@ -13,6 +14,12 @@ namespace smoe {
 // for few tokens (decode), packed tiles reused across the tokens for more. Rows are split
 // across `pool`'s threads when given; each row's result does not depend on the split.
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
+// Several products of one input, ys[i][T, N_i] = x[T, D] · W_i[N_i, D]^T (the same results as
+// one matmul each, bit for bit). When every W_i is repacked (x16) the activations are
+// quantized once and all products run as one parallel loop: decode's q/k/v and an expert's
+// gate/up products stream back to back without a barrier between them. At most 4 weights.
+void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
+                   std::initializer_list<float*> ys, int64_t T, ThreadPool* pool = nullptr);
 // The scalar reference of matmul (same contract): each weight row is converted to float32
 // once and reused for all T.
 void matmul_ref(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);

@@ -133,9 +133,8 @@ void Transformer::attention(int64_t layer, int64_t T) {
   if (static_cast<int64_t>(v_.size()) < T * kvd) v_.resize(static_cast<size_t>(T * kvd));
 
   for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.attn_norm, c.norm_eps, &xn_[t * D], D);
-  matmul(w.wq, xn_.data(), q_.data(), T, pool);  // [T, H*hd]
-  matmul(w.wk, xn_.data(), k_.data(), T, pool);  // [T, KV*hd]
-  matmul(w.wv, xn_.data(), v_.data(), T, pool);  // [T, KV*hd]
+  // q [T, H*hd], k and v [T, KV*hd]
+  matmul_shared({&w.wq, &w.wk, &w.wv}, xn_.data(), {q_.data(), k_.data(), v_.data()}, T, pool);
 
   // RoPE at each token's own position, then append K and V to its sequence's cache.
   int64_t max_pos = 0;
@@ -224,8 +223,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
     expert_tokens[static_cast<size_t>(layer * E + e)] += n;
     const ExpertWeights& ex = w.experts[static_cast<size_t>(e)];
     const int64_t s0 = offsets_[e];
-    matmul(ex.w1, &xg_[s0 * D], &h1_[s0 * F], n, pool);  // [n, F]
-    matmul(ex.w3, &xg_[s0 * D], &h3_[s0 * F], n, pool);  // [n, F]
+    matmul_shared({&ex.w1, &ex.w3}, &xg_[s0 * D], {&h1_[s0 * F], &h3_[s0 * F]}, n, pool);  // [n, F] each
     silu_mul(&h1_[s0 * F], &h3_[s0 * F], n * F);
     matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n, pool);  // [n, D]
   }
