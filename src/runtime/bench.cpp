@@ -66,7 +66,12 @@ __attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* q, 
     a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(q + i));
     a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(q + i + 8));
   }
-  uint64_t total = static_cast<uint64_t>(_mm512_reduce_add_epi64(_mm512_add_epi64(a0, a1)));
+  // Lanes summed as unsigned (GCC's _mm512_reduce_add_epi64 adds them as signed, and the
+  // sums wrap: undefined behaviour that UBSan reports).
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(lanes, _mm512_add_epi64(a0, a1));
+  uint64_t total = 0;
+  for (const uint64_t v : lanes) total += v;
   for (; i < len; ++i) total += q[i];
   return total;
 }
