@@ -78,12 +78,10 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
     int64_t N, groups, per_task, first_task;
   };
   Job jobs[4];
-  SMOE_CHECK(n >= 1 && n <= 4, "matmul_shared: ", n, " weights (expected 1..4)");
   const int64_t D = ws[0]->shape.back();
   int64_t tasks = 0;
   for (size_t i = 0; i < n; ++i) {
     const TensorView& w = *ws[i];
-    SMOE_CHECK(w.shape.back() == D, "matmul_shared: rows of ", w.shape.back(), " and ", D, " values");
     const size_t rb = row_bytes(w.dtype, D);
     const int64_t N = w.numel() / D, groups = N / 16;
     const int64_t per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
@@ -113,7 +111,11 @@ void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
   SMOE_CHECK(ws.size() == ys.size() && ws.size() >= 1 && ws.size() <= 4, "matmul_shared: ", ws.size(),
              " weights and ", ys.size(), " outputs (expected 1..4 of each)");
   bool x16 = true;
-  for (const TensorView* w : ws) x16 = x16 && w->x16 && w->shape.back() == (*ws.begin())->shape.back();
+  for (const TensorView* w : ws) {
+    SMOE_CHECK(w->shape.back() == (*ws.begin())->shape.back(), "matmul_shared: rows of ",
+               w->shape.back(), " and ", (*ws.begin())->shape.back(), " values (one input for all)");
+    x16 = x16 && w->x16;
+  }
   if (x16) return matmul_x16(ws.begin(), ys.begin(), ws.size(), x, T, pool);
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws.begin()[i], x, ys.begin()[i], T, pool);
 }

@@ -163,13 +163,11 @@ double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps)
 }
 
 double measure_decode_kernel_bandwidth(ThreadPool& pool, const Model& m, int reps) {
-  std::vector<const TensorView*> mats{&m.output};
-  for (const LayerWeights& l : m.layers) {
-    for (const TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo}) mats.push_back(t);
-    for (const ExpertWeights& e : l.experts)
-      for (const TensorView* t : {&e.w1, &e.w3, &e.w2}) mats.push_back(t);
-  }
-  std::erase_if(mats, [](const TensorView* t) { return !t->data || t->shape.size() != 2; });
+  // Every matrix but the embedding (one row per token), the output matrix included (a
+  // tied one shares the embedding's data and is not among all_tensors).
+  std::vector<const TensorView*> mats = m.all_tensors();
+  std::erase_if(mats, [&](const TensorView* t) { return t == &m.tok_embd || !t->data || t->shape.size() != 2; });
+  if (m.output.data && std::find(mats.begin(), mats.end(), &m.output) == mats.end()) mats.push_back(&m.output);
   int64_t max_n = 0, max_d = 0;
   double total = 0;
   for (const TensorView* t : mats) {
