@@ -82,9 +82,10 @@ TEST(GemmX16, KernelEqualsInt8GemmReferenceBitForBit) {
   SKIP_WITHOUT_VNNI();
   for (DType t : {DType::Q8_0, DType::Q4_0}) {
     for (int64_t D : {32, 96, 512}) {
-      for (int64_t N : {16, 48}) {
-        // Every pass width 1-8, several passes, and a second 64-token block.
-        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 70}) {
+      for (int64_t N : {16, 48, 112}) {
+        // Every pass width 1-8, several passes, and a second 64-token block (T = 65 ends
+        // with a one-token block: groups in decode passes of several, then the rest).
+        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 65, 70}) {
           const std::vector<uint8_t> w = make_rows(t, N, D, 11 + static_cast<uint64_t>(D));
           std::vector<uint8_t> p(w.size());
           repack_x16(t, w.data(), p.data(), N, D);
@@ -108,8 +109,8 @@ TEST(GemmX16, KQuantKernelEqualsItsReferenceBitForBit) {
   SKIP_WITHOUT_VNNI();
   for (DType t : kKTypes) {
     for (int64_t D : {256, 768}) {
-      for (int64_t N : {16, 48}) {
-        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 70}) {
+      for (int64_t N : {16, 48, 112}) {
+        for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 65, 70}) {
           const std::vector<uint8_t> w = make_rows(t, N, D, 13 + static_cast<uint64_t>(D));
           std::vector<uint8_t> p(w.size());
           repack_x16(t, w.data(), p.data(), N, D);

@@ -24,61 +24,81 @@ constexpr int64_t kBlock = 32;
 // Bytes of one block of a row group: 16 scales, then 16 rows' values.
 constexpr size_t group_block_bytes(bool q8) { return kGroup * (q8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0)); }
 
-// One row group against tokens t0 .. t0 + NT - 1 of x, over all blocks.
-template <bool kQ8, int NT>
+// NG consecutive row groups (wg, stride bytes apart) against tokens t0 .. t0 + NT - 1 of
+// x, over all blocks. Each activation broadcast feeds the NG groups' vpdpbusd; each
+// group's arithmetic is the same whatever NG is.
+template <bool kQ8, int NT, int NG>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
-void x16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
+void x16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
   constexpr size_t gb = group_block_bytes(kQ8);
   const int64_t Tpad = x.Tpad, nb = x.D / kBlock;
   const int32_t* corr = (kQ8 ? x.corr8.data() : x.corr4.data()) + t0;
   const float* dx = x.d.data() + t0;
   const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
   const __m512i m4 = _mm512_set1_epi8(15);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  __m512 acc[NG][NT];
+  for (int gi = 0; gi < NG; ++gi)
+    for (int t = 0; t < NT; ++t) acc[gi][t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = wg + static_cast<size_t>(b) * gb;
     const int8_t* xb = xq + 4 * b * 8 * Tpad;
-    x16::prefetch_ahead(blk, gb);
-    // One vpdpbusd chain per token; a single token gets two (groups 0-3 and 4-7), halving
-    // the dependent latency that several tokens hide anyway.
-    constexpr int kChains = NT == 1 ? 2 : 1;
-    __m512i s[kChains][NT];
+    const uint8_t* blk[NG];
+    for (int gi = 0; gi < NG; ++gi) {
+      blk[gi] = wg + gi * stride + static_cast<size_t>(b) * gb;
+      x16::prefetch_ahead(blk[gi], gb);
+    }
+    // One vpdpbusd chain per token and group; a single token of a single group gets two
+    // (value groups 0-3 and 4-7), halving the dependent latency that more chains hide anyway.
+    constexpr int kChains = NT * NG == 1 ? 2 : 1;
+    __m512i s[NG][kChains][NT];
     for (int t = 0; t < NT; ++t) {
-      s[0][t] = _mm512_set1_epi32(corr[b * Tpad + t]);
-      if constexpr (kChains == 2) s[kChains - 1][t] = _mm512_setzero_si512();
+      const __m512i c = _mm512_set1_epi32(corr[b * Tpad + t]);
+      for (int gi = 0; gi < NG; ++gi) {
+        s[gi][0][t] = c;
+        if constexpr (kChains == 2) s[gi][kChains - 1][t] = _mm512_setzero_si512();
+      }
     }
     if constexpr (kQ8) {
 #pragma GCC unroll 8
       for (int g = 0; g < 8; ++g) {
-        const __m512i w = _mm512_loadu_si512(blk + 32 + 64 * g);
-        for (int t = 0; t < NT; ++t)
-          s[g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[g / 4 % kChains][t], w, x16::bcast4(xb + 4 * (g * Tpad + t)));
+        __m512i w[NG];
+        for (int gi = 0; gi < NG; ++gi) w[gi] = _mm512_loadu_si512(blk[gi] + 32 + 64 * g);
+        for (int t = 0; t < NT; ++t) {
+          const __m512i xv = x16::bcast4(xb + 4 * (g * Tpad + t));
+          for (int gi = 0; gi < NG; ++gi)
+            s[gi][g / 4 % kChains][t] = _mm512_dpbusd_epi32(s[gi][g / 4 % kChains][t], w[gi], xv);
+        }
       }
     } else {
 #pragma GCC unroll 4
       for (int g = 0; g < 4; ++g) {
-        const __m512i v = x16::load_once(blk + 32 + 64 * g);
-        const __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        x16::dot_nibble_planes<NT>(s[0], s[kChains - 1], lo, hi, xb, g, Tpad);
+        __m512i lo[NG], hi[NG];
+        for (int gi = 0; gi < NG; ++gi) {
+          const __m512i v = x16::load_once(blk[gi] + 32 + 64 * g);
+          lo[gi] = _mm512_and_si512(v, m4);
+          hi[gi] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        x16::dot_nibble_planes<NT, NG, kChains>(s, 0, kChains - 1, lo, hi, xb, g, Tpad);
       }
     }
-    if constexpr (kChains == 2)
-      for (int t = 0; t < NT; ++t) s[0][t] = _mm512_add_epi32(s[0][t], s[1][t]);
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
-    for (int t = 0; t < NT; ++t) {
-      const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dx[b * Tpad + t]), dw);
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[0][t]), scale, acc[t]);
+    for (int gi = 0; gi < NG; ++gi) {
+      if constexpr (kChains == 2) s[gi][0][0] = _mm512_add_epi32(s[gi][0][0], s[gi][1][0]);
+      const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[gi])));
+      for (int t = 0; t < NT; ++t) {
+        const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dx[b * Tpad + t]), dw);
+        acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[gi][0][t]), scale, acc[gi][t]);
+      }
     }
   }
-  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
+  for (int gi = 0; gi < NG; ++gi)
+    for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, acc[gi][t]);
 }
 
 template <bool kQ8>
 void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kBlock) * group_block_bytes(kQ8);
-  x16_for_each_pass(n_groups, x.T, [&](auto nt, int64_t g, int64_t t0) {
-    x16_group<kQ8, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
+  x16_for_each_pass<8, 2>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
+    x16_group<kQ8, decltype(nt)::value, decltype(ng)::value>(w + static_cast<size_t>(g) * stride, stride, x, t0,
+                                                             y + g * kGroup, ldy);
   });
 }
 

@@ -274,95 +274,121 @@ inline void q3k_scales(const uint8_t* sb, int8_t* sc) {
   }
 }
 
-// 32-value block jb of super-block s (at sb): its index b in the row, its weights qb (the
-// bytes kPrefetchBytes past them prefetched) and the pass's activations xb (xq at its first
-// token, see kx16_group).
+// 32-value block jb of super-block s of NG row groups (at sb[gi]): its index b in the row,
+// each group's weights qb[gi] (the bytes kPrefetchBytes past them prefetched) and the
+// pass's activations xb (xq at its first token, see kx16_group).
+template <DType kT, int NG>
 struct KBlock {
   int64_t b;
-  const uint8_t* qb;
+  const uint8_t* qb[NG];
   const int8_t* xb;
 };
-template <DType kT>
-__attribute__((always_inline)) inline KBlock kblock(const uint8_t* sb, int64_t s, int jb, const int8_t* xq,
-                                                    int64_t Tpad) {
+template <DType kT, int NG>
+__attribute__((always_inline)) inline KBlock<kT, NG> kblock(const uint8_t* const* sb, int64_t s, int jb,
+                                                            const int8_t* xq, int64_t Tpad) {
   constexpr KLayout L = layout(kT);
-  const int64_t b = s * 8 + jb;
-  const uint8_t* qb = sb + L.values + L.block * jb;
-  x16::prefetch_ahead(qb, L.block);
-  return {b, qb, xq + 4 * b * 8 * Tpad};
+  KBlock<kT, NG> k;
+  k.b = s * 8 + jb;
+  for (int gi = 0; gi < NG; ++gi) {
+    k.qb[gi] = sb[gi] + L.values + L.block * jb;
+    x16::prefetch_ahead(k.qb[gi], L.block);
+  }
+  k.xb = xq + 4 * k.b * 8 * Tpad;
+  return k;
 }
 
-// q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
-// xq, dx, dsum16 and corr6 point at the first token's (see kx16_group), acc[t] their sums.
-// The super-block's terms are summed before d and dmin multiply them (as the reference
-// does): per 16-value sub-block k, as += isum_k * (sc_k * dx) and am += m_k * dsum16_k,
-// then acc += d * as - dmin * am.
-template <DType kT, int NT>
+// q2_K/q3_K: super-block s of NG row groups (at sb[gi], d of their 16 rows in dv[gi])
+// against the NT tokens of a pass: xq, dx, dsum16 and corr6 point at the first token's (see
+// kx16_group), acc[gi][t] their sums. The super-block's terms are summed before d and dmin
+// multiply them (as the reference does): per 16-value sub-block k, as += isum_k * (sc_k *
+// dx) and am += m_k * dsum16_k, then acc += d * as - dmin * am.
+template <DType kT, int NT, int NG>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
-inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
-                                const float* dsum16, const int32_t* corr6, int64_t Tpad, __m512* acc) {
+inline void kx16_low_superblock(const uint8_t* const* sb, int64_t s, const __m512* dv, const int8_t* xq,
+                                const float* dx, const float* dsum16, const int32_t* corr6, int64_t Tpad,
+                                __m512 (*acc)[NT]) {
   constexpr bool kQ3 = kT == DType::Q3_K;
   const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), m4 = _mm512_set1_epi32(15);
-  [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
-  if constexpr (kQ3) q3k_scales(sb, sc3);
-  __m512 as[NT], am[NT];
-  for (int t = 0; t < NT; ++t) as[t] = am[t] = _mm512_setzero_ps();
+  [[maybe_unused]] alignas(64) int8_t sc3[NG][kSuper];
+  if constexpr (kQ3)
+    for (int gi = 0; gi < NG; ++gi) q3k_scales(sb[gi], sc3[gi]);
+  __m512 as[NG][NT], am[NG][NT];
+  for (int gi = 0; gi < NG; ++gi)
+    for (int t = 0; t < NT; ++t) as[gi][t] = am[gi][t] = _mm512_setzero_ps();
   for (int jb = 0; jb < 8; ++jb) {
-    const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
+    const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, jb, xq, Tpad);
+    const int64_t b = k.b;
     // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
     // halves at once as two chains (the float sums below stay in sub-block order).
-    constexpr int kHalves = NT == 1 ? 2 : 1;
+    constexpr int kHalves = NT * NG == 1 ? 2 : 1;
     for (int h0 = 0; h0 < 2; h0 += kHalves) {
-      __m512i si[kHalves][NT];
+      __m512i si[NG][kHalves][NT];
       for (int c = 0; c < kHalves; ++c)
-        for (int t = 0; t < NT; ++t)  // q3_K: corr6 / 8 = -4 * the half's sum (corr6 is a multiple of 32)
-          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] >> 3) : _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t) {  // q3_K: corr6 / 8 = -4 * the half's sum (corr6 is a multiple of 32)
+          const __m512i init = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] >> 3) : _mm512_setzero_si512();
+          for (int gi = 0; gi < NG; ++gi) si[gi][c][t] = init;
+        }
 #pragma GCC unroll 2
       for (int c = 0; c < kHalves; ++c) {
         const int h = h0 + c;
-        const __m512i v = x16::load_once(qb + 64 * h);
+        __m512i v[NG];
+        for (int gi = 0; gi < NG; ++gi) v[gi] = x16::load_once(k.qb[gi] + 64 * h);
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
-          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
-          if constexpr (kQ3) {
-            uint64_t high;
-            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
-            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+          __m512i q[NG];
+          for (int gi = 0; gi < NG; ++gi) {
+            q[gi] = _mm512_and_si512(_mm512_srli_epi16(v[gi], 2 * p), m3);
+            if constexpr (kQ3) {
+              uint64_t high;
+              std::memcpy(&high, k.qb[gi] + 128 + 8 * (4 * h + p), 8);
+              q[gi] = _mm512_mask_add_epi8(q[gi], _cvtu64_mask64(high), q[gi], four);
+            }
           }
-          for (int t = 0; t < NT; ++t)
-            si[c][t] = _mm512_dpbusd_epi32(si[c][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
+          for (int t = 0; t < NT; ++t) {
+            const __m512i xv = x16::bcast4(k.xb + 4 * ((4 * h + p) * Tpad + t));
+            for (int gi = 0; gi < NG; ++gi) si[gi][c][t] = _mm512_dpbusd_epi32(si[gi][c][t], q[gi], xv);
+          }
         }
       }
       for (int c = 0; c < kHalves; ++c) {
-        const int h = h0 + c, k = 2 * jb + h;
-        __m512 rscale;
-        [[maybe_unused]] __m512 rmin;
-        if constexpr (kQ3) {
-          rscale = int8_scales(sc3 + 16 * k);
-        } else {  // scale byte k of the 16 rows: scale in the low nibble, min in the high one
-          const __m512i sm = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k)));
-          rscale = _mm512_cvtepi32_ps(_mm512_and_si512(sm, m4));
-          rmin = _mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4));
-        }
-        for (int t = 0; t < NT; ++t) {
-          as[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t])), as[t]);
-          if constexpr (!kQ3) am[t] = _mm512_fmadd_ps(rmin, _mm512_set1_ps(dsum16[(2 * b + h) * Tpad + t]), am[t]);
+        const int h = h0 + c, kk = 2 * jb + h;
+        for (int gi = 0; gi < NG; ++gi) {
+          __m512 rscale;
+          [[maybe_unused]] __m512 rmin;
+          if constexpr (kQ3) {
+            rscale = int8_scales(sc3[gi] + 16 * kk);
+          } else {  // scale byte kk of the 16 rows: scale in the low nibble, min in the high one
+            const __m512i sm =
+                _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb[gi] + 64 + 16 * kk)));
+            rscale = _mm512_cvtepi32_ps(_mm512_and_si512(sm, m4));
+            rmin = _mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4));
+          }
+          for (int t = 0; t < NT; ++t) {
+            as[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][c][t]),
+                                        _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t])), as[gi][t]);
+            if constexpr (!kQ3)
+              am[gi][t] = _mm512_fmadd_ps(rmin, _mm512_set1_ps(dsum16[(2 * b + h) * Tpad + t]), am[gi][t]);
+          }
         }
       }
     }
   }
-  [[maybe_unused]] __m512 dmv;
-  if constexpr (!kQ3) dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
-  for (int t = 0; t < NT; ++t) {
-    acc[t] = _mm512_fmadd_ps(dv, as[t], acc[t]);
-    if constexpr (!kQ3) acc[t] = _mm512_fnmadd_ps(dmv, am[t], acc[t]);
+  for (int gi = 0; gi < NG; ++gi) {
+    [[maybe_unused]] __m512 dmv;
+    if constexpr (!kQ3) dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi] + 32)));
+    for (int t = 0; t < NT; ++t) {
+      acc[gi][t] = _mm512_fmadd_ps(dv[gi], as[gi][t], acc[gi][t]);
+      if constexpr (!kQ3) acc[gi][t] = _mm512_fnmadd_ps(dmv, am[gi][t], acc[gi][t]);
+    }
   }
 }
 
-// One row group against tokens t0 .. t0 + NT - 1 of x, over all super-blocks.
-template <DType kT, int NT>
+// NG consecutive row groups (wg, stride bytes apart) against tokens t0 .. t0 + NT - 1 of
+// x, over all super-blocks. Each activation broadcast feeds the NG groups' vpdpbusd; each
+// group's arithmetic is the same whatever NG is.
+template <DType kT, int NT, int NG>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
-void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
+void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
   constexpr KLayout L = layout(kT);
   const int64_t Tpad = x.Tpad, nsb = x.D / kSuper;
   const float* dx = x.d.data() + t0;
@@ -371,80 +397,115 @@ void kx16_group(const uint8_t* wg, const Int8Activations& x, int64_t t0, float* 
   const int32_t* corr6 = x.corr6.data() + t0;
   const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
   const __m512i m4 = _mm512_set1_epi8(15);
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  __m512 acc[NG][NT];
+  for (int gi = 0; gi < NG; ++gi)
+    for (int t = 0; t < NT; ++t) acc[gi][t] = _mm512_setzero_ps();
   for (int64_t s = 0; s < nsb; ++s) {
-    const uint8_t* sb = wg + static_cast<size_t>(s) * L.bytes;
-    x16::prefetch_ahead(sb, L.values);
-    const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb)));
+    const uint8_t* sb[NG];
+    __m512 dv[NG];
+    for (int gi = 0; gi < NG; ++gi) {
+      sb[gi] = wg + gi * stride + static_cast<size_t>(s) * L.bytes;
+      x16::prefetch_ahead(sb[gi], L.values);
+      dv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi])));
+    }
     if constexpr (low_bits(kT)) {
-      kx16_low_superblock<kT, NT>(sb, s, dv, xq, dx, dsum16, corr6, Tpad, acc);
+      kx16_low_superblock<kT, NT, NG>(sb, s, dv, xq, dx, dsum16, corr6, Tpad, acc);
     } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
-        const auto [b, qb, xb] = kblock<kT>(sb, s, jb, xq, Tpad);
+        const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, jb, xq, Tpad);
+        const int64_t b = k.b;
         // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
-        __m512i sa[NT], sbv[NT];
+        __m512i si[NG][2][NT];
         for (int t = 0; t < NT; ++t) {
-          sa[t] = _mm512_set1_epi32(corr6[(2 * b) * Tpad + t]);
-          sbv[t] = _mm512_set1_epi32(corr6[(2 * b + 1) * Tpad + t]);
+          const __m512i ca = _mm512_set1_epi32(corr6[(2 * b) * Tpad + t]);
+          const __m512i cb = _mm512_set1_epi32(corr6[(2 * b + 1) * Tpad + t]);
+          for (int gi = 0; gi < NG; ++gi) si[gi][0][t] = ca, si[gi][1][t] = cb;
         }
-        const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320);
+        __m512i h0[NG], h1[NG];
+        for (int gi = 0; gi < NG; ++gi)
+          h0[gi] = _mm512_loadu_si512(k.qb[gi] + 256), h1[gi] = _mm512_loadu_si512(k.qb[gi] + 320);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
-          const __m512i v = x16::load_once(qb + 64 * g);
-          const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
-          const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
-          x16::dot_nibble_planes<NT>(sa, sbv, lo, hi, xb, g, Tpad);
+          __m512i lo[NG], hi[NG];
+          for (int gi = 0; gi < NG; ++gi) {
+            const __m512i v = x16::load_once(k.qb[gi] + 64 * g);
+            lo[gi] = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0[gi], g));
+            hi[gi] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1[gi], g));
+          }
+          x16::dot_nibble_planes<NT, NG, 2>(si, 0, 1, lo, hi, k.xb, g, Tpad);
         }
-        const __m512 sca = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb));
-        const __m512 scb = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb + 1));
-        for (int t = 0; t < NT; ++t) {
-          const __m512 d = _mm512_set1_ps(dx[b * Tpad + t]);
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sa[t]), _mm512_mul_ps(sca, d), acc[t]);
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sbv[t]), _mm512_mul_ps(scb, d), acc[t]);
+        for (int gi = 0; gi < NG; ++gi) {
+          const __m512 sca = _mm512_mul_ps(dv[gi], q6k_scale(sb[gi], 2 * jb));
+          const __m512 scb = _mm512_mul_ps(dv[gi], q6k_scale(sb[gi], 2 * jb + 1));
+          for (int t = 0; t < NT; ++t) {
+            const __m512 d = _mm512_set1_ps(dx[b * Tpad + t]);
+            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), _mm512_mul_ps(sca, d), acc[gi][t]);
+            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][1][t]), _mm512_mul_ps(scb, d), acc[gi][t]);
+          }
         }
       }
     } else {
-      const __m512 dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+      __m512 dmv[NG];
+      for (int gi = 0; gi < NG; ++gi)
+        dmv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi] + 32)));
       for (int j = 0; j < 8; ++j) {
-        const auto [b, qb, xb] = kblock<kT>(sb, s, j, xq, Tpad);
-        // One chain per token; a single token gets two (low and high nibbles).
-        constexpr int kChains = NT == 1 ? 2 : 1;
-        __m512i acc_i[kChains][NT];
-        for (int c = 0; c < kChains; ++c)
-          for (int t = 0; t < NT; ++t) acc_i[c][t] = _mm512_setzero_si512();
-        [[maybe_unused]] __m512i hb;
-        if constexpr (kT == DType::Q5_K) hb = _mm512_loadu_si512(qb + 256);
+        const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, j, xq, Tpad);
+        const int64_t b = k.b;
+        // One chain per token and group; a single token of a single group gets two (low and
+        // high nibbles).
+        constexpr int kChains = NT * NG == 1 ? 2 : 1;
+        __m512i si[NG][kChains][NT];
+        for (int gi = 0; gi < NG; ++gi)
+          for (int c = 0; c < kChains; ++c)
+            for (int t = 0; t < NT; ++t) si[gi][c][t] = _mm512_setzero_si512();
+        [[maybe_unused]] __m512i hb[NG];
+        if constexpr (kT == DType::Q5_K)
+          for (int gi = 0; gi < NG; ++gi) hb[gi] = _mm512_loadu_si512(k.qb[gi] + 256);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
-          const __m512i v = x16::load_once(qb + 64 * g);
-          __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-          if constexpr (kT == DType::Q5_K) {
-            lo = _mm512_or_si512(lo, bit5(hb, g));
-            hi = _mm512_or_si512(hi, bit5(hb, g + 4));
+          __m512i lo[NG], hi[NG];
+          for (int gi = 0; gi < NG; ++gi) {
+            const __m512i v = x16::load_once(k.qb[gi] + 64 * g);
+            lo[gi] = _mm512_and_si512(v, m4), hi[gi] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            if constexpr (kT == DType::Q5_K) {
+              lo[gi] = _mm512_or_si512(lo[gi], bit5(hb[gi], g));
+              hi[gi] = _mm512_or_si512(hi[gi], bit5(hb[gi], g + 4));
+            }
           }
-          x16::dot_nibble_planes<NT>(acc_i[0], acc_i[kChains - 1], lo, hi, xb, g, Tpad);
+          x16::dot_nibble_planes<NT, NG, kChains>(si, 0, kChains - 1, lo, hi, k.xb, g, Tpad);
         }
-        if constexpr (kChains == 2) acc_i[0][0] = _mm512_add_epi32(acc_i[0][0], acc_i[1][0]);
-        const __m512 rscale = _mm512_mul_ps(dv, scale_or_min<false>(sb, j));
-        const __m512 rmin = _mm512_mul_ps(dmv, scale_or_min<true>(sb, j));
-        for (int t = 0; t < NT; ++t) {
-          const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc_i[0][t]), scale, acc[t]);
-          acc[t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dsum[b * Tpad + t]), acc[t]);
+        for (int gi = 0; gi < NG; ++gi) {
+          if constexpr (kChains == 2) si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], si[gi][1][0]);
+          const __m512 rscale = _mm512_mul_ps(dv[gi], scale_or_min<false>(sb[gi], j));
+          const __m512 rmin = _mm512_mul_ps(dmv[gi], scale_or_min<true>(sb[gi], j));
+          for (int t = 0; t < NT; ++t) {
+            const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
+            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), scale, acc[gi][t]);
+            acc[gi][t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dsum[b * Tpad + t]), acc[gi][t]);
+          }
         }
       }
     }
   }
-  for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy, acc[t]);
+  for (int gi = 0; gi < NG; ++gi)
+    for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, acc[gi][t]);
 }
 
+// Batch passes (see x16_for_each_pass): q4_K/q5_K go 2 row groups x 8 tokens. q6_K, q2_K
+// and q3_K keep one group per pass: they hold more chains and float sums per token, and on
+// the AMD EPYC (Zen 5) 2 groups x 4-6 tokens ran within 5% of one group x 8 (q6_K 295-305
+// against 295, q3_K 344-352 against 333, q2_K 328-340 against 342 G multiply-adds/s,
+// 8 expert-sized matrices, 128 tokens), so the kernel text is generic in NG but only those
+// two types use NG = 2.
+template <DType kT>
+constexpr int kBatchGroups = kT == DType::Q4_K || kT == DType::Q5_K ? 2 : 1;
 
 template <DType kT>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
-  x16_for_each_pass(n_groups, x.T, [&](auto nt, int64_t g, int64_t t0) {
-    kx16_group<kT, decltype(nt)::value>(w + static_cast<size_t>(g) * stride, x, t0, y + g * kGroup, ldy);
+  x16_for_each_pass<8, kBatchGroups<kT>>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
+    kx16_group<kT, decltype(nt)::value, decltype(ng)::value>(w + static_cast<size_t>(g) * stride, stride, x, t0,
+                                                             y + g * kGroup, ldy);
   });
 }
 

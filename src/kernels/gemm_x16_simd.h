@@ -40,16 +40,20 @@ __attribute__((target("avx512f"), always_inline)) inline __m512i bcast4(const in
   return _mm512_set1_epi32(v);
 }
 
-// One nibble vector of a 32-value block, unpacked to lo (value group g: values 4g..4g+3 of
-// the 16 rows) and hi (group g + 4): s_lo[t] += lo . x_t(g), s_hi[t] += hi . x_t(g + 4).
-// s_lo and s_hi may be the same array (one chain per token).
-template <int NT>
+// The nibble vectors of NG row groups for one 32-value block, unpacked to lo[gi] (value
+// group g: values 4g..4g+3 of the group's 16 rows) and hi[gi] (group g + 4):
+// s[gi][c_lo][t] += lo[gi] . x_t(g), s[gi][c_hi][t] += hi[gi] . x_t(g + 4). Each
+// activation broadcast feeds all NG groups. c_lo and c_hi may be the same chain.
+template <int NT, int NG, int C>
 __attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline))
-inline void dot_nibble_planes(__m512i* s_lo, __m512i* s_hi, __m512i lo, __m512i hi, const int8_t* xb, int g,
-                              int64_t Tpad) {
+inline void dot_nibble_planes(__m512i (&s)[NG][C][NT], int c_lo, int c_hi, const __m512i* lo, const __m512i* hi,
+                              const int8_t* xb, int g, int64_t Tpad) {
   for (int t = 0; t < NT; ++t) {
-    s_lo[t] = _mm512_dpbusd_epi32(s_lo[t], lo, bcast4(xb + 4 * (g * Tpad + t)));
-    s_hi[t] = _mm512_dpbusd_epi32(s_hi[t], hi, bcast4(xb + 4 * ((g + 4) * Tpad + t)));
+    const __m512i xl = bcast4(xb + 4 * (g * Tpad + t)), xh = bcast4(xb + 4 * ((g + 4) * Tpad + t));
+    for (int gi = 0; gi < NG; ++gi) {
+      s[gi][c_lo][t] = _mm512_dpbusd_epi32(s[gi][c_lo][t], lo[gi], xl);
+      s[gi][c_hi][t] = _mm512_dpbusd_epi32(s[gi][c_hi][t], hi[gi], xh);
+    }
   }
 }
 
