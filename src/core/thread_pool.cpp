@@ -43,10 +43,19 @@ bool spin_until(Done done) {
 }  // namespace
 
 void ThreadPool::run_chunks() {
+  // Guided: each chunk takes 1/(2 x threads) of what is left, at least the grain, so the
+  // first chunks are large (few atomic operations) and the last ones small (the threads
+  // finish together). Chunk boundaries depend only on where a chunk starts, so they are
+  // the same in every run.
+  const int64_t divisor = 2 * static_cast<int64_t>(size());
+  int64_t begin = next_.load(std::memory_order_relaxed);
   for (;;) {
-    const int64_t begin = next_.fetch_add(chunk_);
     if (begin >= n_) return;
-    (*fn_)(begin, std::min(n_, begin + chunk_));
+    const int64_t end = std::min(n_, begin + std::max(grain_, (n_ - begin + divisor - 1) / divisor));
+    if (next_.compare_exchange_weak(begin, end, std::memory_order_relaxed)) {
+      (*fn_)(begin, end);
+      begin = next_.load(std::memory_order_relaxed);
+    }
   }
 }
 
@@ -71,13 +80,10 @@ void ThreadPool::worker_loop() {
 void ThreadPool::parallel_for(int64_t n, int64_t grain,
                               const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;
-  const int64_t threads = size();
-  // About 4 chunks per thread for balance, never below the grain.
-  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(grain, 1), (n + 4 * threads - 1) / (4 * threads));
   // Every worker has finished the previous job (active_ was 0), so none reads these now.
   fn_ = &fn;
   n_ = n;
-  chunk_ = chunk;
+  grain_ = std::max<int64_t>(grain, 1);
   next_.store(0);
   active_.store(static_cast<int>(workers_.size()));
   {

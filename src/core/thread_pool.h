@@ -1,8 +1,9 @@
 // thread_pool.h: a fixed set of worker threads for fork-join parallel loops.
 // The calling thread takes part, so a pool of size N uses N threads in all; size 1 runs
-// everything on the caller. Work is handed out in chunks from an atomic counter. Between
-// jobs the threads spin for a short while before they sleep, so the back-to-back loops of
-// a decode step (about 50 per token) do not each pay for waking a sleeping thread.
+// everything on the caller. Work is handed out in shrinking chunks from an atomic counter
+// (large first, small last, so the threads finish together). Between jobs the threads spin
+// for a short while before they sleep, so the back-to-back loops of a decode step (about 50
+// per token) do not each pay for waking a sleeping thread.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -43,7 +44,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   // The current job.
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
-  int64_t n_ = 0, chunk_ = 1;
+  int64_t n_ = 0, grain_ = 1;
   std::atomic<int64_t> next_{0};
 };
 
