@@ -331,8 +331,10 @@ namespace smoe {
 namespace {
 
 TEST(Kernels, OnlineSoftmaxAttentionMatchesReference) {
-  for (int64_t G : {1, 4}) {
-    for (int64_t hd : {8, 16, 128}) {
+  // G = 6 runs a partial group of query heads; hd 8 and 24 take the generic path where
+  // vectors hold 16 floats.
+  for (int64_t G : {1, 4, 6}) {
+    for (int64_t hd : {8, 16, 24, 64, 128}) {
       for (int64_t n : {1, 2, 63, 64, 65, 200}) {
         const int64_t kv_stride = hd * 3;  // other kv heads interleaved, as in the cache
         const std::vector<float> q = randn(static_cast<size_t>(G * hd), 1, 2.f);
