@@ -33,6 +33,17 @@ struct Scratch {
   }
 };
 thread_local Scratch scratch;
+
+// This thread's scratch for G heads: running maxima -inf, sums 0, output rows zeroed.
+Scratch& start_heads(int64_t G, int64_t hd, float* out, int64_t out_stride) {
+  scratch.reserve(G);
+  for (int64_t g = 0; g < G; ++g) {
+    scratch.m[static_cast<size_t>(g)] = -INFINITY;
+    scratch.l[static_cast<size_t>(g)] = 0.f;
+    std::fill_n(out + g * out_stride, hd, 0.f);
+  }
+  return scratch;
+}
 }  // namespace
 }  // namespace smoe
 #endif
@@ -53,15 +64,10 @@ void attention_nv(const float* q, int64_t q_stride, int64_t G, const float* k, c
                   int64_t kv_stride, int64_t n, float scale, float* out, int64_t out_stride) {
   const DF d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  scratch.reserve(G);
-  float* s = scratch.s.data();
-  float* m = scratch.m.data();
-  float* l = scratch.l.data();
-  for (int64_t g = 0; g < G; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.f;
-    for (int c = 0; c < NV; ++c) hn::StoreU(hn::Zero(d), d, out + g * out_stride + c * N);
-  }
+  Scratch& sc = start_heads(G, NV * N, out, out_stride);
+  float* s = sc.s.data();
+  float* m = sc.m.data();
+  float* l = sc.l.data();
   for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
     const int64_t nb = std::min(kKeyBlock, n - j0);
     for (int64_t g0 = 0; g0 < G; g0 += kHeads) {
@@ -140,15 +146,10 @@ namespace {
 void attention_heads_generic(const float* q, int64_t q_stride, int64_t G, const float* k, const float* v,
                              int64_t kv_stride, int64_t n, int64_t hd, float scale, float* out,
                              int64_t out_stride) {
-  scratch.reserve(G);
-  float* s = scratch.s.data();
-  float* m = scratch.m.data();
-  float* l = scratch.l.data();
-  for (int64_t g = 0; g < G; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.f;
-    std::fill_n(out + g * out_stride, hd, 0.f);
-  }
+  Scratch& sc = start_heads(G, hd, out, out_stride);
+  float* s = sc.s.data();
+  float* m = sc.m.data();
+  float* l = sc.l.data();
   for (int64_t j0 = 0; j0 < n; j0 += kKeyBlock) {
     const int64_t nb = std::min(kKeyBlock, n - j0);
     for (int64_t j = 0; j < nb; ++j) {
