@@ -297,89 +297,73 @@ __attribute__((always_inline)) inline KBlock<kT, NG> kblock(const uint8_t* const
   return k;
 }
 
-// q2_K/q3_K: super-block s of NG row groups (at sb[gi], d of their 16 rows in dv[gi])
-// against the NT tokens of a pass: xq, dx, dsum16 and corr6 point at the first token's (see
-// kx16_group), acc[gi][t] their sums. The super-block's terms are summed before d and dmin
-// multiply them (as the reference does): per 16-value sub-block k, as += isum_k * (sc_k *
-// dx) and am += m_k * dsum16_k, then acc += d * as - dmin * am.
-template <DType kT, int NT, int NG>
+// q2_K/q3_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass:
+// xq, dx, dsum16 and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+// The super-block's terms are summed before d and dmin multiply them (as the reference
+// does): per 16-value sub-block k, as += isum_k * (sc_k * dx) and am += m_k * dsum16_k,
+// then acc += d * as - dmin * am.
+template <DType kT, int NT>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
-inline void kx16_low_superblock(const uint8_t* const* sb, int64_t s, const __m512* dv, const int8_t* xq,
-                                const float* dx, const float* dsum16, const int32_t* corr6, int64_t Tpad,
-                                __m512 (*acc)[NT]) {
+inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
+                                const float* dsum16, const int32_t* corr6, int64_t Tpad, __m512* acc) {
   constexpr bool kQ3 = kT == DType::Q3_K;
   const __m512i m3 = _mm512_set1_epi8(3), four = _mm512_set1_epi8(4), m4 = _mm512_set1_epi32(15);
-  [[maybe_unused]] alignas(64) int8_t sc3[NG][kSuper];
-  if constexpr (kQ3)
-    for (int gi = 0; gi < NG; ++gi) q3k_scales(sb[gi], sc3[gi]);
-  __m512 as[NG][NT], am[NG][NT];
-  for (int gi = 0; gi < NG; ++gi)
-    for (int t = 0; t < NT; ++t) as[gi][t] = am[gi][t] = _mm512_setzero_ps();
+  [[maybe_unused]] alignas(64) int8_t sc3[kSuper];
+  if constexpr (kQ3) q3k_scales(sb, sc3);
+  __m512 as[NT], am[NT];
+  for (int t = 0; t < NT; ++t) as[t] = am[t] = _mm512_setzero_ps();
   for (int jb = 0; jb < 8; ++jb) {
-    const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, jb, xq, Tpad);
+    const KBlock<kT, 1> k = kblock<kT, 1>(&sb, s, jb, xq, Tpad);
     const int64_t b = k.b;
+    const uint8_t* qb = k.qb[0];
+    const int8_t* xb = k.xb;
     // Sub-block 2jb + h from plane vector h, one chain per token; a single token gets both
     // halves at once as two chains (the float sums below stay in sub-block order).
-    constexpr int kHalves = NT * NG == 1 ? 2 : 1;
+    constexpr int kHalves = NT == 1 ? 2 : 1;
     for (int h0 = 0; h0 < 2; h0 += kHalves) {
-      __m512i si[NG][kHalves][NT];
+      __m512i si[kHalves][NT];
       for (int c = 0; c < kHalves; ++c)
-        for (int t = 0; t < NT; ++t) {  // q3_K: corr6 / 8 = -4 * the half's sum (corr6 is a multiple of 32)
-          const __m512i init = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] >> 3) : _mm512_setzero_si512();
-          for (int gi = 0; gi < NG; ++gi) si[gi][c][t] = init;
-        }
+        for (int t = 0; t < NT; ++t)  // q3_K: corr6 / 8 = -4 * the half's sum (corr6 is a multiple of 32)
+          si[c][t] = kQ3 ? _mm512_set1_epi32(corr6[(2 * b + h0 + c) * Tpad + t] >> 3) : _mm512_setzero_si512();
 #pragma GCC unroll 2
       for (int c = 0; c < kHalves; ++c) {
         const int h = h0 + c;
-        __m512i v[NG];
-        for (int gi = 0; gi < NG; ++gi) v[gi] = x16::load_once(k.qb[gi] + 64 * h);
+        const __m512i v = x16::load_once(qb + 64 * h);
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
-          __m512i q[NG];
-          for (int gi = 0; gi < NG; ++gi) {
-            q[gi] = _mm512_and_si512(_mm512_srli_epi16(v[gi], 2 * p), m3);
-            if constexpr (kQ3) {
-              uint64_t high;
-              std::memcpy(&high, k.qb[gi] + 128 + 8 * (4 * h + p), 8);
-              q[gi] = _mm512_mask_add_epi8(q[gi], _cvtu64_mask64(high), q[gi], four);
-            }
+          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
+          if constexpr (kQ3) {
+            uint64_t high;
+            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
+            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
           }
-          for (int t = 0; t < NT; ++t) {
-            const __m512i xv = x16::bcast4(k.xb + 4 * ((4 * h + p) * Tpad + t));
-            for (int gi = 0; gi < NG; ++gi) si[gi][c][t] = _mm512_dpbusd_epi32(si[gi][c][t], q[gi], xv);
-          }
+          for (int t = 0; t < NT; ++t)
+            si[c][t] = _mm512_dpbusd_epi32(si[c][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
         }
       }
       for (int c = 0; c < kHalves; ++c) {
-        const int h = h0 + c, kk = 2 * jb + h;
-        for (int gi = 0; gi < NG; ++gi) {
-          __m512 rscale;
-          [[maybe_unused]] __m512 rmin;
-          if constexpr (kQ3) {
-            rscale = int8_scales(sc3[gi] + 16 * kk);
-          } else {  // scale byte kk of the 16 rows: scale in the low nibble, min in the high one
-            const __m512i sm =
-                _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb[gi] + 64 + 16 * kk)));
-            rscale = _mm512_cvtepi32_ps(_mm512_and_si512(sm, m4));
-            rmin = _mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4));
-          }
-          for (int t = 0; t < NT; ++t) {
-            as[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][c][t]),
-                                        _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t])), as[gi][t]);
-            if constexpr (!kQ3)
-              am[gi][t] = _mm512_fmadd_ps(rmin, _mm512_set1_ps(dsum16[(2 * b + h) * Tpad + t]), am[gi][t]);
-          }
+        const int h = h0 + c, k = 2 * jb + h;
+        __m512 rscale;
+        [[maybe_unused]] __m512 rmin;
+        if constexpr (kQ3) {
+          rscale = int8_scales(sc3 + 16 * k);
+        } else {  // scale byte k of the 16 rows: scale in the low nibble, min in the high one
+          const __m512i sm = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k)));
+          rscale = _mm512_cvtepi32_ps(_mm512_and_si512(sm, m4));
+          rmin = _mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4));
+        }
+        for (int t = 0; t < NT; ++t) {
+          as[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[c][t]), _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t])), as[t]);
+          if constexpr (!kQ3) am[t] = _mm512_fmadd_ps(rmin, _mm512_set1_ps(dsum16[(2 * b + h) * Tpad + t]), am[t]);
         }
       }
     }
   }
-  for (int gi = 0; gi < NG; ++gi) {
-    [[maybe_unused]] __m512 dmv;
-    if constexpr (!kQ3) dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi] + 32)));
-    for (int t = 0; t < NT; ++t) {
-      acc[gi][t] = _mm512_fmadd_ps(dv[gi], as[gi][t], acc[gi][t]);
-      if constexpr (!kQ3) acc[gi][t] = _mm512_fnmadd_ps(dmv, am[gi][t], acc[gi][t]);
-    }
+  [[maybe_unused]] __m512 dmv;
+  if constexpr (!kQ3) dmv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb + 32)));
+  for (int t = 0; t < NT; ++t) {
+    acc[t] = _mm512_fmadd_ps(dv, as[t], acc[t]);
+    if constexpr (!kQ3) acc[t] = _mm512_fnmadd_ps(dmv, am[t], acc[t]);
   }
 }
 
@@ -408,8 +392,9 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
       x16::prefetch_ahead(sb[gi], L.values);
       dv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi])));
     }
-    if constexpr (low_bits(kT)) {
-      kx16_low_superblock<kT, NT, NG>(sb, s, dv, xq, dx, dsum16, corr6, Tpad, acc);
+    if constexpr (low_bits(kT)) {  // one group at a time (these types run NG = 1)
+      for (int gi = 0; gi < NG; ++gi)
+        kx16_low_superblock<kT, NT>(sb[gi], s, dv[gi], xq, dx, dsum16, corr6, Tpad, acc[gi]);
     } else if constexpr (kT == DType::Q6_K) {
       for (int jb = 0; jb < 8; ++jb) {
         const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, jb, xq, Tpad);
@@ -495,8 +480,8 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
 // and q3_K keep one group per pass: they hold more chains and float sums per token, and on
 // the AMD EPYC (Zen 5) 2 groups x 4-6 tokens ran within 5% of one group x 8 (q6_K 295-305
 // against 295, q3_K 344-352 against 333, q2_K 328-340 against 342 G multiply-adds/s,
-// 8 expert-sized matrices, 128 tokens), so the kernel text is generic in NG but only those
-// two types use NG = 2.
+// 8 expert-sized matrices, 128 tokens). kx16_group is written for any NG (q2_K/q3_K
+// super-blocks then go one group at a time), but only q4_K and q5_K use NG = 2.
 template <DType kT>
 constexpr int kBatchGroups = kT == DType::Q4_K || kT == DType::Q5_K ? 2 : 1;
 
