@@ -367,9 +367,44 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
   }
 }
 
+// q6_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass: xq,
+// dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
+template <int NT>
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
+inline void kx16_q6_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
+                               const int32_t* corr6, int64_t Tpad, __m512* acc) {
+  const __m512i m4 = _mm512_set1_epi8(15);
+  for (int jb = 0; jb < 8; ++jb) {
+    const KBlock<DType::Q6_K, 1> k = kblock<DType::Q6_K, 1>(&sb, s, jb, xq, Tpad);
+    const int64_t b = k.b;
+    const uint8_t* qb = k.qb[0];
+    // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
+    __m512i si[1][2][NT];
+    for (int t = 0; t < NT; ++t) {
+      si[0][0][t] = _mm512_set1_epi32(corr6[(2 * b) * Tpad + t]);
+      si[0][1][t] = _mm512_set1_epi32(corr6[(2 * b + 1) * Tpad + t]);
+    }
+    const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const __m512i v = x16::load_once(qb + 64 * g);
+      const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
+      const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
+      x16::dot_nibble_planes<NT, 1, 2>(si, 0, 1, &lo, &hi, k.xb, g, Tpad);
+    }
+    const __m512 sca = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb));
+    const __m512 scb = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb + 1));
+    for (int t = 0; t < NT; ++t) {
+      const __m512 d = _mm512_set1_ps(dx[b * Tpad + t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[0][0][t]), _mm512_mul_ps(sca, d), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[0][1][t]), _mm512_mul_ps(scb, d), acc[t]);
+    }
+  }
+}
+
 // NG consecutive row groups (wg, stride bytes apart) against tokens t0 .. t0 + NT - 1 of
-// x, over all super-blocks. Each activation broadcast feeds the NG groups' vpdpbusd; each
-// group's arithmetic is the same whatever NG is.
+// x, over all super-blocks. For q4_K/q5_K each activation broadcast feeds the NG groups'
+// vpdpbusd; each group's arithmetic is the same whatever NG is.
 template <DType kT, int NT, int NG>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
 void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
@@ -395,40 +430,8 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
     if constexpr (low_bits(kT)) {  // one group at a time (these types run NG = 1)
       for (int gi = 0; gi < NG; ++gi)
         kx16_low_superblock<kT, NT>(sb[gi], s, dv[gi], xq, dx, dsum16, corr6, Tpad, acc[gi]);
-    } else if constexpr (kT == DType::Q6_K) {
-      for (int jb = 0; jb < 8; ++jb) {
-        const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, jb, xq, Tpad);
-        const int64_t b = k.b;
-        // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
-        __m512i si[NG][2][NT];
-        for (int t = 0; t < NT; ++t) {
-          const __m512i ca = _mm512_set1_epi32(corr6[(2 * b) * Tpad + t]);
-          const __m512i cb = _mm512_set1_epi32(corr6[(2 * b + 1) * Tpad + t]);
-          for (int gi = 0; gi < NG; ++gi) si[gi][0][t] = ca, si[gi][1][t] = cb;
-        }
-        __m512i h0[NG], h1[NG];
-        for (int gi = 0; gi < NG; ++gi)
-          h0[gi] = _mm512_loadu_si512(k.qb[gi] + 256), h1[gi] = _mm512_loadu_si512(k.qb[gi] + 320);
-#pragma GCC unroll 4
-        for (int g = 0; g < 4; ++g) {
-          __m512i lo[NG], hi[NG];
-          for (int gi = 0; gi < NG; ++gi) {
-            const __m512i v = x16::load_once(k.qb[gi] + 64 * g);
-            lo[gi] = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0[gi], g));
-            hi[gi] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1[gi], g));
-          }
-          x16::dot_nibble_planes<NT, NG, 2>(si, 0, 1, lo, hi, k.xb, g, Tpad);
-        }
-        for (int gi = 0; gi < NG; ++gi) {
-          const __m512 sca = _mm512_mul_ps(dv[gi], q6k_scale(sb[gi], 2 * jb));
-          const __m512 scb = _mm512_mul_ps(dv[gi], q6k_scale(sb[gi], 2 * jb + 1));
-          for (int t = 0; t < NT; ++t) {
-            const __m512 d = _mm512_set1_ps(dx[b * Tpad + t]);
-            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), _mm512_mul_ps(sca, d), acc[gi][t]);
-            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][1][t]), _mm512_mul_ps(scb, d), acc[gi][t]);
-          }
-        }
-      }
+    } else if constexpr (kT == DType::Q6_K) {  // one group at a time (q6_K runs NG = 1)
+      for (int gi = 0; gi < NG; ++gi) kx16_q6_superblock<NT>(sb[gi], s, dv[gi], xq, dx, corr6, Tpad, acc[gi]);
     } else {
       __m512 dmv[NG];
       for (int gi = 0; gi < NG; ++gi)
@@ -480,7 +483,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
 // and q3_K keep one group per pass: they hold more chains and float sums per token, and on
 // the AMD EPYC (Zen 5) 2 groups x 4-6 tokens ran within 5% of one group x 8 (q6_K 295-305
 // against 295, q3_K 344-352 against 333, q2_K 328-340 against 342 G multiply-adds/s,
-// 8 expert-sized matrices, 128 tokens). kx16_group is written for any NG (q2_K/q3_K
+// 8 expert-sized matrices, 128 tokens). kx16_group is written for any NG (q6_K/q2_K/q3_K
 // super-blocks then go one group at a time), but only q4_K and q5_K use NG = 2.
 template <DType kT>
 constexpr int kBatchGroups = kT == DType::Q4_K || kT == DType::Q5_K ? 2 : 1;
