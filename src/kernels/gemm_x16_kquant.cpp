@@ -232,21 +232,30 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i bit5(_
   return _mm512_and_si512(s, _mm512_set1_epi8(0x10));
 }
 
-// 6-bit scale (kMin false) or min of sub-block j for the 16 rows, from the transposed
-// packed bytes B[k] = sb + 64 + 16k (see kquant_scale_min), as 16 floats.
-template <bool kMin>
+// The 6-bit scales and mins of the 8 sub-blocks of a q4_K/q5_K super-block for its 16 rows,
+// from the transposed packed bytes B[k] = sb + 64 + 16k (k = 0..11, see kquant_scale_min):
+// sc[16 j + i] and mn[16 j + i] for sub-block j of row i. Sub-blocks 0-3 hold their 6 bits
+// in B[j] (scales) and B[j + 4] (mins); 4-7 take their low 4 bits from B[j + 4]'s low
+// (scales) or high (mins) nibble and their top 2 bits from bits 6-7 of B[j - 4] (scales)
+// or B[j] (mins). Decoded once per super-block with three 64-byte loads, instead of per
+// sub-block with 128-bit ones.
+__attribute__((target("avx512f,avx512bw"), always_inline))
+inline void kquant_scales_mins(const uint8_t* sb, uint8_t* sc, uint8_t* mn) {
+  const __m512i b03 = _mm512_loadu_si512(sb + 64), b47 = _mm512_loadu_si512(sb + 128);
+  const __m512i b811 = _mm512_loadu_si512(sb + 192);
+  const __m512i m6 = _mm512_set1_epi8(63), m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+  _mm512_storeu_si512(sc, _mm512_and_si512(b03, m6));
+  _mm512_storeu_si512(mn, _mm512_and_si512(b47, m6));
+  // (a & m4) | ((b >> 2) & m30) as one ternary-logic op per vector: bits of m30 from b >> 2.
+  _mm512_storeu_si512(sc + 64, _mm512_ternarylogic_epi64(_mm512_and_si512(b811, m4), _mm512_srli_epi16(b03, 2), m30, 0xF8));
+  _mm512_storeu_si512(mn + 64, _mm512_ternarylogic_epi64(_mm512_and_si512(_mm512_srli_epi16(b811, 4), m4),
+                                                         _mm512_srli_epi16(b47, 2), m30, 0xF8));
+}
+
+// 16 unsigned bytes (one per row) at p, as 16 floats.
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
-inline __m512 scale_or_min(const uint8_t* sb, int j) {
-  auto B = [&](int k) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(sb + 64 + 16 * k)); };
-  const __m128i m6 = _mm_set1_epi8(63), m4 = _mm_set1_epi8(15), m30 = _mm_set1_epi8(0x30);
-  __m128i v;
-  if (j < 4) {
-    v = _mm_and_si128(B(kMin ? j + 4 : j), m6);
-  } else {
-    const __m128i lo = kMin ? _mm_and_si128(_mm_srli_epi16(B(j + 4), 4), m4) : _mm_and_si128(B(j + 4), m4);
-    v = _mm_or_si128(lo, _mm_and_si128(_mm_srli_epi16(B(kMin ? j : j - 4), 2), m30));
-  }
-  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
+inline __m512 uint8_scales(const uint8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 
 // 16 int8 scales (one per row) at p, as 16 floats.
@@ -434,8 +443,11 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
       for (int gi = 0; gi < NG; ++gi) kx16_q6_superblock<NT>(sb[gi], s, dv[gi], xq, dx, corr6, Tpad, acc[gi]);
     } else {
       __m512 dmv[NG];
-      for (int gi = 0; gi < NG; ++gi)
+      alignas(64) uint8_t sc[NG][128], mn[NG][128];
+      for (int gi = 0; gi < NG; ++gi) {
         dmv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi] + 32)));
+        kquant_scales_mins(sb[gi], sc[gi], mn[gi]);
+      }
       for (int j = 0; j < 8; ++j) {
         const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, j, xq, Tpad);
         const int64_t b = k.b;
@@ -464,8 +476,8 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
         }
         for (int gi = 0; gi < NG; ++gi) {
           if constexpr (kChains == 2) si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], si[gi][1][0]);
-          const __m512 rscale = _mm512_mul_ps(dv[gi], scale_or_min<false>(sb[gi], j));
-          const __m512 rmin = _mm512_mul_ps(dmv[gi], scale_or_min<true>(sb[gi], j));
+          const __m512 rscale = _mm512_mul_ps(dv[gi], uint8_scales(sc[gi] + 16 * j));
+          const __m512 rmin = _mm512_mul_ps(dmv[gi], uint8_scales(mn[gi] + 16 * j));
           for (int t = 0; t < NT; ++t) {
             const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
             acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), scale, acc[gi][t]);
