@@ -1,6 +1,8 @@
 // cli_test.cpp: the CLI's tokenize/detokenize/run forms, on real files.
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+
 #include "model/model.h"
 #include "runtime/generate.h"
 #include "tokenizer/tokenizer.h"
@@ -115,6 +117,37 @@ TEST(Cli, BenchReportsItsFigures) {
   r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") + "' -p 0 -n 0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not both 0"), std::string::npos) << r.err;
+}
+
+// scripts/speed_table.py (the README's speed table) end to end on a small synthetic
+// model it makes itself: one markdown row per type with smoe's figures.
+TEST(Cli, SpeedTableScript) {
+  SMOE_REQUIRE_FIXTURES();
+  if (test::run_command("command -v python3").exit_code != 0) GTEST_SKIP() << "python3 not found (test skipped)";
+  const std::string dir = test::temp_dir("speed_table");
+  nlohmann::json cfg = nlohmann::json::parse(test::read_file(test::fixture("configs/mixtral-8x7b-v0.1.config.json")));
+  cfg["hidden_size"] = 256;  // K-quants need rows of whole 256-value super-blocks
+  cfg["intermediate_size"] = 512;
+  cfg["num_attention_heads"] = 4;
+  cfg["num_key_value_heads"] = 2;
+  test::write_file(dir + "/config.json", cfg.dump());
+  const std::string script = "python3 '" SMOE_SOURCE_DIR "/scripts/speed_table.py' --smoe '" SMOE_BINARY "' --config '" +
+                             dir + "/config.json' --tokenizer '" + test::fixture("tokenizers/mistral-v1.model") +
+                             "' --dir '" + dir + "' --layers 1 --no-llama -p 16 -n 4 --reps 1";
+  test::CmdResult r = test::run_command(script + " --types q8_0,q4_K");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string t : {"q8_0", "q4_K"}) {
+    const size_t at = r.out.find("| " + t + " | ");
+    ASSERT_NE(at, std::string::npos) << r.out;
+    // | type | pp | tg | GB per token | probe | roofline | kernels |: 7 cells, tg > 0.
+    const std::string row = r.out.substr(at, r.out.find('\n', at) - at);
+    EXPECT_EQ(std::count(row.begin(), row.end(), '|'), 8) << row;
+    const size_t tg = row.find('|', row.find('|', 2) + 1) + 1;
+    EXPECT_GT(std::stod(row.substr(tg)), 0) << row;
+  }
+  r = test::run_command(script + " --types q9_9");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown type(s) q9_9"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -33,18 +33,21 @@ void write_file(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-CmdResult run_smoe(const std::string& args, const std::string& stdin_text) {
+CmdResult run_command(const std::string& cmd_line, const std::string& stdin_text) {
   std::string dir = temp_dir("cmd_" + std::to_string(::getpid()));
   std::string in = dir + "/stdin", out = dir + "/stdout", err = dir + "/stderr";
   write_file(in, stdin_text);
-  std::string cmd = std::string("'") + SMOE_BINARY + "' " + args + " <'" + in + "' >'" + out +
-                    "' 2>'" + err + "'";
+  std::string cmd = cmd_line + " <'" + in + "' >'" + out + "' 2>'" + err + "'";
   int status = std::system(cmd.c_str());
   CmdResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   r.out = read_file(out);
   r.err = read_file(err);
   return r;
+}
+
+CmdResult run_smoe(const std::string& args, const std::string& stdin_text) {
+  return run_command(std::string("'") + SMOE_BINARY + "' " + args, stdin_text);
 }
 
 }  // namespace smoe::test

@@ -72,6 +72,8 @@ struct CmdResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+// Runs a shell command line (its stdout and stderr captured), optional stdin text.
+CmdResult run_command(const std::string& cmd, const std::string& stdin_text = "");
 // Runs the smoe binary with `args` (a shell-quoted string), optional stdin text.
 CmdResult run_smoe(const std::string& args, const std::string& stdin_text = "");
 
