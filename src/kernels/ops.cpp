@@ -84,7 +84,10 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
     const TensorView& w = *ws[i];
     const size_t rb = row_bytes(w.dtype, D);
     const int64_t N = w.numel() / D, groups = N / 16;
-    const int64_t per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
+    // An even number of groups where there are several: batch passes take 2 groups at a
+    // time (x16_for_each_pass), and an odd task ends in a one-group pass.
+    int64_t per_task = std::max<int64_t>(1, (256 * 1024) / (16 * static_cast<int64_t>(rb)));
+    if (per_task > 1) per_task &= ~int64_t{1};
     jobs[i] = {&w, ys[i], rb, N, groups, per_task, tasks};
     tasks += (groups + per_task - 1) / per_task;
   }
