@@ -96,7 +96,7 @@ void x16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64
 template <bool kQ8>
 void x16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kBlock) * group_block_bytes(kQ8);
-  x16_for_each_pass<8, 2>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
+  x16_for_each_pass<2>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
     x16_group<kQ8, decltype(nt)::value, decltype(ng)::value>(w + static_cast<size_t>(g) * stride, stride, x, t0,
                                                              y + g * kGroup, ldy);
   });

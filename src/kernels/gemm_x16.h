@@ -97,14 +97,14 @@ void x16_with_count(int64_t n, F&& f) {
 // std::integral_constant<int, NG>, first group g, first token t0) runs one pass of NT
 // tokens over NG consecutive row groups.
 //
-// A block of 4 or more tokens goes kBatchNG groups per pass of up to kBatchNT tokens: each
+// A block of 4 or more tokens goes kBatchNG groups per pass of up to 8 tokens: each
 // activation broadcast then feeds kBatchNG vpdpbusd instead of one. Batches are bound by
 // the loads and vector ports, not by memory; on an AMD EPYC (Zen 5, 2 threads, 8 expert-
 // sized matrices, 64-128 tokens) 2 groups x 8 tokens ran q4_0 at 400-470 G multiply-adds/s
 // against 320-370 with one group, q8_0 350 against 285, q4_K 410 against 353, q5_K 387
 // against 328. Fewer tokens (decode) stay at one group per pass: at one token 2 groups read
 // memory 5-15% slower on that machine (q4_0 57.5 against 60.7 GB/s, q4_K 57.0 against 66.0).
-template <int kBatchNT, int kBatchNG, class Pass>
+template <int kBatchNG, class Pass>
 void x16_for_each_pass(int64_t n_groups, int64_t T, Pass&& pass) {
   constexpr int64_t kTokenBlock = 64, kMaxTokens = 8, kMinSharedTokens = 4;
   for (int64_t tb = 0; tb < T; tb += kTokenBlock) {
@@ -112,8 +112,8 @@ void x16_for_each_pass(int64_t n_groups, int64_t T, Pass&& pass) {
     int64_t g = 0;
     if (tb_end - tb >= kMinSharedTokens)
       for (; g + kBatchNG <= n_groups; g += kBatchNG)
-        for (int64_t t0 = tb; t0 < tb_end; t0 += kBatchNT)
-          x16_with_count(std::min<int64_t>(kBatchNT, tb_end - t0),
+        for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens)
+          x16_with_count(std::min(kMaxTokens, tb_end - t0),
                          [&](auto nt) { pass(nt, std::integral_constant<int, kBatchNG>{}, g, t0); });
     for (; g < n_groups; ++g)
       for (int64_t t0 = tb; t0 < tb_end; t0 += kMaxTokens)

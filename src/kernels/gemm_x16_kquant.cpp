@@ -503,7 +503,7 @@ constexpr int kBatchGroups = kT == DType::Q4_K || kT == DType::Q5_K ? 2 : 1;
 template <DType kT>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
-  x16_for_each_pass<8, kBatchGroups<kT>>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
+  x16_for_each_pass<kBatchGroups<kT>>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
     kx16_group<kT, decltype(nt)::value, decltype(ng)::value>(w + static_cast<size_t>(g) * stride, stride, x, t0,
                                                              y + g * kGroup, ldy);
   });
