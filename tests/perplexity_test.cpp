@@ -23,6 +23,11 @@ struct ExpectedPpl {
   double ppl() const { return std::exp(nll / n); }
 };
 
+// The CLI feeds a window's first token alone and the rest as one batch, `smoe logits` all at
+// once: on CPUs with AMX-BF16 batches of 16+ tokens of float weights round differently from
+// single tokens (gemm_amx.h, ~1e-5 relative), so the two agree to that, not bit for bit.
+constexpr double kPplTol = 1e-5;
+
 ExpectedPpl ppl_from_cli_logits(const std::string& model, const std::vector<int32_t>& tokens, int64_t ctx,
                                 int64_t stride, int64_t V) {
   const std::string out = test::temp_dir("ppl_logits") + "/l.f32";
@@ -69,8 +74,8 @@ TEST(Perplexity, MatchesSmoeLogitsWithStride) {
   EXPECT_EQ(j["n_scored"].get<int64_t>(), static_cast<int64_t>(tokens.size()) - 1);  // every token after BOS once
   EXPECT_EQ(j["n_scored"].get<int64_t>(), x.n);
   EXPECT_EQ(j["n_windows"].get<int64_t>(), x.windows);
-  EXPECT_NEAR(j["ppl"].get<double>(), x.ppl(), 1e-6 * x.ppl());
-  EXPECT_NEAR(j["mean_nll"].get<double>(), x.nll / x.n, 1e-6);
+  EXPECT_NEAR(j["ppl"].get<double>(), x.ppl(), kPplTol * x.ppl());
+  EXPECT_NEAR(j["mean_nll"].get<double>(), x.nll / x.n, kPplTol);
   int64_t in_buckets = 0;
   for (const json& b : j["by_context"]) in_buckets += b["n"].get<int64_t>();
   EXPECT_EQ(in_buckets, x.n);
@@ -95,7 +100,7 @@ TEST(Perplexity, ValidationSplitOneWindowAndSweep) {
   const ExpectedPpl one = ppl_from_cli_logits(m, tokens, 64, 32, V);
   EXPECT_EQ(j["n_windows"], 1);
   EXPECT_EQ(j["split"], "val");
-  EXPECT_NEAR(j["ppl"].get<double>(), one.ppl(), 1e-6 * one.ppl());
+  EXPECT_NEAR(j["ppl"].get<double>(), one.ppl(), kPplTol * one.ppl());
   // The sweep keeps stride/ctx = 1/2.
   ASSERT_EQ(j["sweep"].size(), 2u);
   for (size_t i = 0; i < 2; ++i) {
@@ -104,7 +109,7 @@ TEST(Perplexity, ValidationSplitOneWindowAndSweep) {
     EXPECT_EQ(s["ctx"].get<int64_t>(), ctx);
     EXPECT_EQ(s["stride"].get<int64_t>(), ctx / 2);
     const ExpectedPpl x = ppl_from_cli_logits(m, tokens, ctx, ctx / 2, V);
-    EXPECT_NEAR(s["ppl"].get<double>(), x.ppl(), 1e-6 * x.ppl()) << "ctx " << ctx;
+    EXPECT_NEAR(s["ppl"].get<double>(), x.ppl(), kPplTol * x.ppl()) << "ctx " << ctx;
   }
   // The text output says what was measured.
   r = test::run_smoe("perplexity -m " + quoted(m) + " -f " + quoted(file) + " --split val --max-tokens 60 --ctx 64");

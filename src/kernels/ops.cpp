@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/dequant.h"
 #include "kernels/dot_float.h"
+#include "kernels/gemm_amx.h"
 #include "kernels/gemm_int8.h"
 #include "kernels/gemm_x16.h"
 #include "kernels/simd.h"
@@ -18,6 +19,9 @@ namespace {
 // Below this many tokens matmul uses the fused dot products, from it the packed tiles.
 constexpr int64_t kGemmMinTokens = 4;
 static_assert(kGemmMinTokens - 1 <= kMaxFloatDotTokens, "decode sizes must fit dot_rows_float");
+// From this many tokens f16/bf16 products run on AMX-BF16 tiles where the CPU has them
+// (gemm_amx.h): a 16-token tile is their unit.
+constexpr int64_t kAmxMinTokens = 16;
 // Weight rows per gemm_panel call (one task of the thread pool).
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
@@ -189,6 +193,16 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
         gemm_int8_panel(w.dtype, w.data + static_cast<size_t>(r0) * rb, std::min(prows, N - r0),
                         xa, y + r0, N);
       }
+    });
+    return;
+  }
+  if (T >= kAmxMinTokens && amx_supports(w.dtype, N, D)) {
+    // Batch, f16/bf16 on AMX: activations split into bf16 tiles once, then row groups.
+    thread_local AmxActivations xa_buf;  // grow-only
+    const AmxActivations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+    prepare_amx_activations(x, T, D, xa_buf, pool);
+    parallel_for(pool, N / 16, 1, [&](int64_t begin, int64_t end) {
+      gemm_amx(w.dtype, w.data + static_cast<size_t>(begin * 16) * rb, rb, end - begin, xa, y + begin * 16, N);
     });
     return;
   }

@@ -1,0 +1,47 @@
+// gemm_amx.h: batched products of f16 and bf16 weights on Intel AMX-BF16 tiles (Sapphire
+// Rapids and later), for prompts and batches. Legend: T tokens (Tpad: padded to 16), D row
+// length, N rows (16 per row group), ks = 32-value step of D.
+//
+// A tile product C[16 rows][16 tokens] += A[16 rows][32 bf16] . B[16 value pairs][16 tokens
+// x 2 bf16] (tdpbf16ps) multiplies bf16 values exactly and adds in float32, and C stays in
+// its tile over the whole row: one store per 16 x 16 results. Float32 activations are split
+// x = x_hi + x_lo (both bf16: x_hi its leading 8 significant bits, x_lo the next 8, rounded),
+// and f16 weights w = w_hi + w_lo exactly (an f16 has 11 significant bits), so that
+//   bf16 weights: w . x = w . x_hi + w . x_lo
+//   f16 weights:  w . x = w_hi . x_hi + w_hi . x_lo + w_lo . x_hi
+// leave out terms of about 2^-16 of each product: the results agree with float32 arithmetic
+// to about 1e-5 relative (not bit for bit: the decode path, below 16 tokens, sums in its own
+// order). Results do not depend on the number of tokens or on how rows are split.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace smoe {
+
+class ThreadPool;
+
+// Whether this CPU and OS run AMX-BF16 tiles (CPUID, then the kernel's permission for the
+// tile state, asked once per process) and they are not switched off: SMOE_AMX=0 in the
+// environment, or set_amx_enabled(false) (tests and benchmarks comparing both paths).
+bool amx_available();
+void set_amx_enabled(bool on);
+// Whether gemm_amx takes a [N, D] matrix of type t: f16 or bf16, N % 16 == 0, D % 32 == 0,
+// and amx_available().
+bool amx_supports(DType t, int64_t N, int64_t D);
+
+// x[T, D] split and laid out as B tiles: units[ks][Tpad/16][hi, lo][16 pairs][16 tokens] of
+// 32-bit units (2 bf16 values each, the pair 2p, 2p + 1 of step ks), padding tokens zero.
+struct AmxActivations {
+  int64_t T = 0, Tpad = 0, D = 0;
+  std::vector<uint32_t> units;
+};
+void prepare_amx_activations(const float* x, int64_t T, int64_t D, AmxActivations& out, ThreadPool* pool);
+
+// y[t * ldy + 16 G + i] for the n_groups row groups starting at w (row i of the matrix at
+// w + i * rb, rb = row_bytes(t, x.D)) and the x.T tokens of x.
+void gemm_amx(DType t, const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivations& x, float* y,
+              int64_t ldy);
+
+}  // namespace smoe
