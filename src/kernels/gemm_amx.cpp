@@ -82,13 +82,13 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline voi
 // Tokens [t0, t1) of tile j: each token's 32 values of step ks give 16 pairs (32-bit units),
 // which go to column n of the tile's 16 pair rows (a scatter with stride 16 units).
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void prepare_tile(const float* x, int64_t T, int64_t D,
-                                                                        int64_t TT, int64_t j, uint32_t* units) {
+                                                                        int64_t j, uint32_t* units) {
   const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                          _mm512_set1_epi32(kTile));
   for (int64_t n = 0; n < kTile; ++n) {
     const int64_t t = j * kTile + n;
     for (int64_t ks = 0; ks < D / kStep; ++ks) {
-      uint32_t* base = units + ((ks * TT + j) * 2) * kTileUnits + n;
+      uint32_t* base = units + ((j * (D / kStep) + ks) * 2) * kTileUnits + n;
       __m512i hi = _mm512_setzero_si512(), lo = _mm512_setzero_si512();
       if (t < T) split(_mm512_loadu_ps(x + t * D + ks * kStep), _mm512_loadu_ps(x + t * D + ks * kStep + 16), hi, lo);
       _mm512_i32scatter_epi32(base, idx, hi, 4);
@@ -135,13 +135,14 @@ __attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void products
 #undef SMOE_AMX_PRODUCTS
 }
 
-// Token tile J of a chunk of NJ (none when J >= NJ): its B tiles for the step (at xb, hi then
-// lo) loaded, then the products into C tile J.
+// Token tile J of a chunk of NJ (none when J >= NJ): its B tiles for the step (at xb + J *
+// tile_stride, hi then lo) loaded, then the products into C tile J.
 template <bool kF16, int J, int NJ>
-__attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void tile_products(const uint32_t* xb) {
+__attribute__((target("amx-tile,amx-bf16"), always_inline)) inline void tile_products(const uint32_t* xb,
+                                                                                   int64_t tile_stride) {
   if constexpr (J < NJ) {
-    _tile_loadd(2, xb + J * 2 * kTileUnits, 64);
-    _tile_loadd(3, xb + (J * 2 + 1) * kTileUnits, 64);
+    _tile_loadd(2, xb + J * tile_stride, 64);
+    _tile_loadd(3, xb + J * tile_stride + kTileUnits, 64);
     products<kF16, J>();
   }
 }
@@ -154,7 +155,7 @@ template <bool kF16, int NJ>
 __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t a_stride, size_t a_step,
                                                        const AmxActivations& x, int64_t j0, int64_t s0, int64_t s1,
                                                        float* c) {
-  const int64_t TT = x.Tpad / kTile;
+  const int64_t nks = x.D / kStep, tile_stride = nks * 2 * kTileUnits;
   if (s0 == 0) {
     _tile_zero(4);
     if constexpr (NJ > 1) _tile_zero(5);
@@ -169,11 +170,11 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t
   for (int64_t ks = s0; ks < s1; ++ks) {
     _tile_loadd(0, a + (ks - s0) * a_step, a_stride);
     if constexpr (kF16) _tile_loadd(1, a + (ks - s0) * a_step + 1024, 64);
-    const uint32_t* xb = x.units.data() + (ks * TT + j0) * 2 * kTileUnits;
-    tile_products<kF16, 0, NJ>(xb);
-    tile_products<kF16, 1, NJ>(xb);
-    tile_products<kF16, 2, NJ>(xb);
-    tile_products<kF16, 3, NJ>(xb);
+    const uint32_t* xb = x.units.data() + (j0 * nks + ks) * 2 * kTileUnits;
+    tile_products<kF16, 0, NJ>(xb, tile_stride);
+    tile_products<kF16, 1, NJ>(xb, tile_stride);
+    tile_products<kF16, 2, NJ>(xb, tile_stride);
+    tile_products<kF16, 3, NJ>(xb, tile_stride);
   }
   _tile_stored(4, c, 64);
   if constexpr (NJ > 1) _tile_stored(5, c + 256, 64);
@@ -260,7 +261,7 @@ void prepare_amx_activations(const float* x, int64_t T, int64_t D, AmxActivation
   const size_t n = static_cast<size_t>(D / kStep * TT * 2 * kTileUnits);
   if (out.units.size() < n) out.units.resize(n);
   parallel_for(pool, TT, 1, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) prepare_tile(x, T, D, TT, j, out.units.data());
+    for (int64_t j = j0; j < j1; ++j) prepare_tile(x, T, D, j, out.units.data());
   });
 }
 

@@ -31,8 +31,10 @@ void set_amx_enabled(bool on);
 // and amx_available().
 bool amx_supports(DType t, int64_t N, int64_t D);
 
-// x[T, D] split and laid out as B tiles: units[ks][Tpad/16][hi, lo][16 pairs][16 tokens] of
+// x[T, D] split and laid out as B tiles: units[Tpad/16][ks][hi, lo][16 pairs][16 tokens] of
 // 32-bit units (2 bf16 values each, the pair 2p, 2p + 1 of step ks), padding tokens zero.
+// A token tile's steps are contiguous: a segment of them is one run of memory (as steps of
+// all tiles, 2 KB runs 2 KB x Tpad/16 apart, they crowded into a few L2 sets).
 struct AmxActivations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<uint32_t> units;
