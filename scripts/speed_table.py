@@ -25,7 +25,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(os.path.dirname(ROOT), "shared", "fixtures")
-TYPES = ["q4_0", "q8_0", "f16", "q6_K", "q5_K", "q4_K", "q3_K", "q2_K"]
+TYPES = ["q4_0", "q8_0", "f16", "bf16", "q6_K", "q5_K", "q4_K", "q3_K", "q2_K"]
 
 
 def last_json_line(text, what):
@@ -46,7 +46,7 @@ def run(cmd, what):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--types", default="q4_0,q8_0,f16,q6_K,q5_K,q4_K,q2_K",
+    ap.add_argument("--types", default="q4_0,q8_0,f16,bf16,q6_K,q5_K,q4_K,q2_K",
                     help=f"comma-separated weight types (of {','.join(TYPES)}); q3_K takes ~25 min to make")
     ap.add_argument("--dir", default="/tmp/smoe-speed", help="where the model files are kept (made when missing)")
     ap.add_argument("--layers", type=int, default=2)
