@@ -129,6 +129,35 @@ TEST(GemmAmx, MatmulUsesTilesFrom16Tokens) {
   }
 }
 
+// matmul_shared splits the activations once for all its f16/bf16 weights and runs one loop:
+// the same bits as one matmul each (a mix with f32 falls back to one matmul each).
+TEST(GemmAmx, SharedInputProductsEqualSeparateOnes) {
+  SKIP_WITHOUT_AMX();
+  const int64_t D = 1088, T = 37;
+  const DType types[3] = {DType::F16, DType::BF16, DType::F16};
+  const int64_t rows[3] = {112, 48, 80};
+  std::vector<Rows> w;
+  TensorView v[3];
+  for (int i = 0; i < 3; ++i) {
+    w.push_back(make_rows(types[i], rows[i], D, 40 + static_cast<uint64_t>(i)));
+    v[i].dtype = types[i];
+    v[i].shape = {rows[i], D};
+    v[i].data = w.back().bytes.data();
+    v[i].nbytes = w.back().bytes.size();
+  }
+  ThreadPool pool(3);
+  const std::vector<float> x = randn(static_cast<size_t>(T * D), 41);
+  std::vector<float> ys[3], yr[3];
+  for (int i = 0; i < 3; ++i) {
+    ys[i].assign(static_cast<size_t>(T * rows[i]), -1.f);
+    yr[i].assign(ys[i].size(), -2.f);
+    matmul(v[i], x.data(), yr[i].data(), T, &pool);
+  }
+  matmul_shared({&v[0], &v[1], &v[2]}, x.data(), {ys[0].data(), ys[1].data(), ys[2].data()}, T, &pool);
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(std::memcmp(ys[i].data(), yr[i].data(), ys[i].size() * 4), 0) << "matrix " << i;
+}
+
 TEST(GemmAmx, RefusesOtherTypesAndShapes) {
   SKIP_WITHOUT_AMX();
   EXPECT_TRUE(amx_supports(DType::F16, 16, 32));

@@ -111,6 +111,32 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
   });
 }
 
+// f16/bf16 weights of one row length D against x[T, D], T >= 16, on AMX tiles: the
+// activations split into bf16 tiles once, then tasks of 4 row groups (gemm_amx's batch)
+// over all the matrices in one parallel loop.
+void matmul_amx(const TensorView* const* ws, float* const* ys, size_t n, const float* x, int64_t T,
+                ThreadPool* pool) {
+  constexpr int64_t kTaskGroups = 4;
+  const int64_t D = ws[0]->shape.back();
+  int64_t first_task[5] = {0};
+  for (size_t i = 0; i < n; ++i)
+    first_task[i + 1] = first_task[i] + (ws[i]->numel() / D / 16 + kTaskGroups - 1) / kTaskGroups;
+  thread_local AmxActivations xa_buf;  // grow-only
+  const AmxActivations& xa = xa_buf;   // the caller's: workers see their own thread_locals
+  prepare_amx_activations(x, T, D, xa_buf, pool);
+  parallel_for(pool, first_task[n], 1, [&](int64_t begin, int64_t end) {
+    size_t i = 0;
+    for (int64_t task = begin; task < end; ++task) {
+      while (first_task[i + 1] <= task) ++i;
+      const TensorView& w = *ws[i];
+      const int64_t N = w.numel() / D, groups = N / 16, g0 = (task - first_task[i]) * kTaskGroups;
+      const size_t rb = row_bytes(w.dtype, D);
+      gemm_amx(w.dtype, w.data + static_cast<size_t>(g0 * 16) * rb, rb, std::min(kTaskGroups, groups - g0), xa,
+               ys[i] + g0 * 16, N);
+    }
+  });
+}
+
 }  // namespace
 
 void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
@@ -124,6 +150,9 @@ void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
     x16 = x16 && w->x16;
   }
   if (x16) return matmul_x16(ws.begin(), ys.begin(), ws.size(), x, T, pool);
+  bool amx = T >= kAmxMinTokens;
+  for (const TensorView* w : ws) amx = amx && amx_supports(w->dtype, w->numel() / w->shape.back(), w->shape.back());
+  if (amx) return matmul_amx(ws.begin(), ys.begin(), ws.size(), x, T, pool);
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws.begin()[i], x, ys.begin()[i], T, pool);
 }
 
@@ -197,14 +226,9 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     return;
   }
   if (T >= kAmxMinTokens && amx_supports(w.dtype, N, D)) {
-    // Batch, f16/bf16 on AMX: activations split into bf16 tiles once, then row groups.
-    thread_local AmxActivations xa_buf;  // grow-only
-    const AmxActivations& xa = xa_buf;   // the caller's: workers see their own thread_locals
-    prepare_amx_activations(x, T, D, xa_buf, pool);
-    parallel_for(pool, N / 16, 1, [&](int64_t begin, int64_t end) {
-      gemm_amx(w.dtype, w.data + static_cast<size_t>(begin * 16) * rb, rb, end - begin, xa, y + begin * 16, N);
-    });
-    return;
+    const TensorView* ws[1] = {&w};
+    float* ys[1] = {y};
+    return matmul_amx(ws, ys, 1, x, T, pool);
   }
   // Batch: x transposed once ([D][Tpad], zero padded), then panels of rows converted once
   // and reused across all T tokens.

@@ -17,7 +17,9 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
 // Several products of one input, ys[i][T, N_i] = x[T, D] · W_i[N_i, D]^T (the same results as
 // one matmul each, bit for bit). When every W_i is repacked (x16) the activations are
 // quantized once and all products run as one parallel loop: decode's q/k/v and an expert's
-// gate/up products stream back to back without a barrier between them. At most 4 weights.
+// gate/up products stream back to back without a barrier between them. f16/bf16 weights in
+// batches on AMX tiles likewise share one split of the activations and one loop. At most 4
+// weights.
 void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
                    std::initializer_list<float*> ys, int64_t T, ThreadPool* pool = nullptr);
 // The scalar reference of matmul (same contract): each weight row is converted to float32
