@@ -62,7 +62,7 @@ __attribute__((target("amx-tile"))) void load_tile_config() {
 }
 
 // v rounded to its nearest bf16 (ties to even), as a float32: the bf16 is its top 16 bits.
-// (Finite values; the activations and weights here are.)
+// Infinities and NaN stay what they are.
 __attribute__((target("avx512f"), always_inline)) inline __m512 bf16_round(__m512 v) {
   const __m512i i = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(i, 16), _mm512_set1_epi32(1));
@@ -71,7 +71,9 @@ __attribute__((target("avx512f"), always_inline)) inline __m512 bf16_round(__m51
 }
 
 // 32 floats (v0: values 0-15, v1: 16-31) as 32 bf16 hi parts and 32 bf16 lo parts, in value
-// order: hi exact (already bf16), lo = v - hi (exact in float32) rounded to bf16.
+// order: hi exact (already bf16), lo = v - hi (exact in float32) rounded to bf16. An infinite
+// value's lo part is NaN (inf - inf), so its products are NaN where float32 gives infinities:
+// either way a model that has overflowed.
 __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline void split(__m512 v0, __m512 v1,
                                                                                      __m512i& hi, __m512i& lo) {
   const __m512 h0 = bf16_round(v0), h1 = bf16_round(v1);
@@ -79,8 +81,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) inline voi
   lo = (__m512i)_mm512_cvtne2ps_pbh(_mm512_sub_ps(v1, h1), _mm512_sub_ps(v0, h0));
 }
 
-// Tokens [t0, t1) of tile j: each token's 32 values of step ks give 16 pairs (32-bit units),
-// which go to column n of the tile's 16 pair rows (a scatter with stride 16 units).
+// The 16 tokens of tile j (zeros past T): each token's 32 values of step ks give 16 pairs
+// (32-bit units), which go to column n of the tile's 16 pair rows (a scatter, stride 16).
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void prepare_tile(const float* x, int64_t T, int64_t D,
                                                                         int64_t j, uint32_t* units) {
   const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
