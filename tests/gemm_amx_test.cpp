@@ -45,6 +45,16 @@ Rows make_rows(DType t, int64_t N, int64_t D, uint64_t seed) {
   return r;
 }
 
+// A [N, D] view of the rows.
+TensorView view_of(DType t, const Rows& r, int64_t N, int64_t D) {
+  TensorView v;
+  v.dtype = t;
+  v.shape = {N, D};
+  v.data = r.bytes.data();
+  v.nbytes = r.bytes.size();
+  return v;
+}
+
 // y[t][n] against the double-precision dot of the stored rows: |error| <= 1e-4 of the sum of
 // |w x| (the split leaves out ~2^-16 of each product; float32 sums add their own rounding).
 void expect_close(const Rows& w, const std::vector<float>& x, const std::vector<float>& y, int64_t T, int64_t N,
@@ -88,11 +98,7 @@ TEST(GemmAmx, ResultsDoNotDependOnBatchOrSplit) {
   for (DType t : {DType::F16, DType::BF16}) {
     const Rows w = make_rows(t, N, D, 21);
     const std::vector<float> x = randn(static_cast<size_t>(70 * D), 22);
-    TensorView v;
-    v.dtype = t;
-    v.shape = {N, D};
-    v.data = w.bytes.data();
-    v.nbytes = w.bytes.size();
+    const TensorView v = view_of(t, w, N, D);
     ThreadPool one(1), three(3);
     std::vector<float> y70(static_cast<size_t>(70 * N)), y17(static_cast<size_t>(17 * N));
     matmul(v, x.data(), y70.data(), 70, &three);
@@ -106,11 +112,7 @@ TEST(GemmAmx, MatmulUsesTilesFrom16Tokens) {
   SKIP_WITHOUT_AMX();
   const int64_t N = 64, D = 256;
   const Rows w = make_rows(DType::F16, N, D, 31);
-  TensorView v;
-  v.dtype = DType::F16;
-  v.shape = {N, D};
-  v.data = w.bytes.data();
-  v.nbytes = w.bytes.size();
+  const TensorView v = view_of(DType::F16, w, N, D);
   ThreadPool pool(2);
   for (int64_t T : {15, 16, 40}) {
     const std::vector<float> x = randn(static_cast<size_t>(T * D), 32);
@@ -136,14 +138,11 @@ TEST(GemmAmx, SharedInputProductsEqualSeparateOnes) {
   const int64_t D = 1088, T = 37;
   const DType types[3] = {DType::F16, DType::BF16, DType::F16};
   const int64_t rows[3] = {112, 48, 80};
-  std::vector<Rows> w;
+  Rows w[3];
   TensorView v[3];
   for (int i = 0; i < 3; ++i) {
-    w.push_back(make_rows(types[i], rows[i], D, 40 + static_cast<uint64_t>(i)));
-    v[i].dtype = types[i];
-    v[i].shape = {rows[i], D};
-    v[i].data = w.back().bytes.data();
-    v[i].nbytes = w.back().bytes.size();
+    w[i] = make_rows(types[i], rows[i], D, 40 + static_cast<uint64_t>(i));
+    v[i] = view_of(types[i], w[i], rows[i], D);
   }
   ThreadPool pool(3);
   const std::vector<float> x = randn(static_cast<size_t>(T * D), 41);

@@ -188,7 +188,14 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t
 // tiles of one segment and 4 token tiles (256 KB) stay in L2 while every group of the batch
 // passes over them, instead of all the activations (T x D x 4 bytes) streaming once per
 // group. The C tiles wait in c between segments; f16 rows are split once per segment.
-constexpr int64_t kBatch = 4, kSegment = 32;
+constexpr int64_t kBatch = kAmxBatchGroups, kSegment = 32;
+
+// A grow-only buffer of at least n T's whose returned start is 64-byte aligned (tile rows).
+template <class T>
+T* aligned64(std::vector<T>& buf, size_t n) {
+  if (buf.size() < n + 64 / sizeof(T)) buf.resize(n + 64 / sizeof(T));
+  return buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 / sizeof(T);
+}
 
 template <bool kF16>
 void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivations& x, float* y, int64_t ldy) {
@@ -196,15 +203,8 @@ void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivati
   const int64_t TT = x.Tpad / kTile, nks = x.D / kStep;
   thread_local std::vector<float> c_buf;    // [kBatch][TT][16 rows][16 tokens]
   thread_local std::vector<uint8_t> a_buf;  // f16: [kBatch][kSegment][hi, lo][16 rows][32 bf16]
-  const size_t c_floats = static_cast<size_t>(kBatch * TT * 256 + 16);
-  if (c_buf.size() < c_floats) c_buf.resize(c_floats);
-  float* cb = c_buf.data() + (64 - reinterpret_cast<uintptr_t>(c_buf.data()) % 64) % 64 / sizeof(float);
-  uint8_t* ab = nullptr;
-  if constexpr (kF16) {
-    const size_t bytes = static_cast<size_t>(kBatch * kSegment * 2048 + 64);
-    if (a_buf.size() < bytes) a_buf.resize(bytes);
-    ab = a_buf.data() + (64 - reinterpret_cast<uintptr_t>(a_buf.data()) % 64) % 64;
-  }
+  float* cb = aligned64(c_buf, static_cast<size_t>(kBatch * TT * 256));
+  uint8_t* ab = kF16 ? aligned64(a_buf, static_cast<size_t>(kBatch * kSegment * 2048)) : nullptr;
   for (int64_t g0 = 0; g0 < n_groups; g0 += kBatch) {
     const int64_t ng = std::min(kBatch, n_groups - g0);
     for (int64_t s0 = 0; s0 < nks; s0 += kSegment) {

@@ -41,6 +41,10 @@ struct AmxActivations {
 };
 void prepare_amx_activations(const float* x, int64_t T, int64_t D, AmxActivations& out, ThreadPool* pool);
 
+// Row groups gemm_amx takes together (one pass over the activations per group batch):
+// callers give it tasks of this many groups.
+constexpr int64_t kAmxBatchGroups = 4;
+
 // y[t * ldy + 16 G + i] for the n_groups row groups starting at w (row i of the matrix at
 // w + i * rb, rb = row_bytes(t, x.D)) and the x.T tokens of x.
 void gemm_amx(DType t, const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivations& x, float* y,

@@ -112,11 +112,11 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
 }
 
 // f16/bf16 weights of one row length D against x[T, D], T >= 16, on AMX tiles: the
-// activations split into bf16 tiles once, then tasks of 4 row groups (gemm_amx's batch)
+// activations split into bf16 tiles once, then tasks of gemm_amx's batch of row groups
 // over all the matrices in one parallel loop.
 void matmul_amx(const TensorView* const* ws, float* const* ys, size_t n, const float* x, int64_t T,
                 ThreadPool* pool) {
-  constexpr int64_t kTaskGroups = 4;
+  constexpr int64_t kTaskGroups = kAmxBatchGroups;
   const int64_t D = ws[0]->shape.back();
   int64_t first_task[5] = {0};
   for (size_t i = 0; i < n; ++i)
