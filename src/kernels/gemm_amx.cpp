@@ -1,6 +1,7 @@
 // gemm_amx.cpp: f16/bf16 weights times float32 activations on AMX-BF16 tiles (see
 // gemm_amx.h for the split into bf16 parts and its accuracy).
 #include "kernels/gemm_amx.h"
+#include "kernels/gemm_amx_kquant.h"
 
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -29,14 +30,23 @@ constexpr int kChunk = 4;                               // token tiles per pass 
 // tile instruction faults.
 constexpr int kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
 
-bool detect_amx() {
+// CPUID leaf 7 EDX: bit 22 AMX-BF16, bit 24 AMX-TILE, bit 25 AMX-INT8.
+struct AmxFeatures {
+  bool bf16 = false, int8 = false;
+};
+AmxFeatures detect_amx() {
   unsigned a, b, c, d;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  const bool bf16 = (d >> 22) & 1, tile = (d >> 24) & 1;
-  if (!bf16 || !tile || !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("f16c"))
-    return false;
-  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return {};
+  const bool tile = (d >> 24) & 1;
+  if (!tile || !__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("f16c"))
+    return {};
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return {};
+  return {((d >> 22) & 1) != 0, ((d >> 25) & 1) != 0};
+}
+const AmxFeatures& amx_features() {
+  static const AmxFeatures f = detect_amx();
+  return f;
 }
 
 bool env_allows_amx() {
@@ -46,20 +56,23 @@ bool env_allows_amx() {
 
 std::atomic<bool> g_enabled{env_allows_amx()};
 
-// Palette 1, all eight tiles 16 rows x 64 bytes: tmm0/tmm1 the weights' hi/lo parts (A),
-// tmm2/tmm3 the activations' hi/lo parts (B), tmm4..tmm7 the results of 4 token tiles (C).
+// Palette 1's configuration block (64 bytes): rows and bytes per row of each tile.
 struct alignas(64) TileConfig {
   uint8_t palette = 1, start_row = 0, reserved[14] = {};
   uint16_t colsb[16] = {};
   uint8_t rows[16] = {};
 };
 
-__attribute__((target("amx-tile"))) void load_tile_config() {
+}  // namespace
+
+__attribute__((target("amx-tile"))) void load_amx_tile_config() {
   TileConfig c;
   for (int i = 0; i < 8; ++i) c.rows[i] = 16, c.colsb[i] = 64;
-  asm volatile("" ::: "memory");  // ldtilecfg's asm names only 8 bytes of c as read
+  amx_memory_barrier(&c);  // ldtilecfg's asm names only 8 bytes of c as read
   _tile_loadconfig(&c);
 }
+
+namespace {
 
 // v rounded to its nearest bf16 (ties to even), as a float32: the bf16 is its top 16 bits.
 // Infinities and NaN stay what they are.
@@ -116,6 +129,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16,f16c"))) void split_f16_rows(
   }
 }
 
+// Tiles here: tmm0/tmm1 the weights' hi/lo parts (A), tmm2/tmm3 the activations' hi/lo parts
+// (B), tmm4..tmm7 the results of 4 token tiles (C).
 // C tile J (tmm4 + J) += the products of step ks: A hi . B hi + A hi . B lo (+ A lo . B hi
 // for f16). The tile instructions name their registers in the assembly text, hence the
 // spelled-out tiles.
@@ -158,6 +173,8 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t
                                                        const AmxActivations& x, int64_t j0, int64_t s0, int64_t s1,
                                                        float* c) {
   const int64_t nks = x.D / kStep, tile_stride = nks * 2 * kTileUnits;
+  amx_memory_barrier(a);  // the split rows and c, written by plain stores, before the tile loads
+  amx_memory_barrier(c);
   if (s0 == 0) {
     _tile_zero(4);
     if constexpr (NJ > 1) _tile_zero(5);
@@ -182,6 +199,7 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t
   if constexpr (NJ > 1) _tile_stored(5, c + 256, 64);
   if constexpr (NJ > 2) _tile_stored(6, c + 512, 64);
   if constexpr (NJ > 3) _tile_stored(7, c + 768, 64);
+  amx_memory_barrier(c);  // c, written by tile stores, before plain loads
 }
 
 // Row groups go kBatch at a time, and the row in segments of kSegment steps: the activations'
@@ -199,7 +217,7 @@ T* aligned64(std::vector<T>& buf, size_t n) {
 
 template <bool kF16>
 void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivations& x, float* y, int64_t ldy) {
-  load_tile_config();
+  load_amx_tile_config();
   const int64_t TT = x.Tpad / kTile, nks = x.D / kStep;
   thread_local std::vector<float> c_buf;    // [kBatch][TT][16 rows][16 tokens]
   thread_local std::vector<uint8_t> a_buf;  // f16: [kBatch][kSegment][hi, lo][16 rows][32 bf16]
@@ -213,6 +231,7 @@ void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivati
         for (int64_t g = 0; g < ng; ++g)
           split_f16_rows(w + static_cast<size_t>((g0 + g) * kGroup) * rb + s0 * kStep * 2, rb, (s1 - s0) * kStep,
                          ab + g * kSegment * 2048);
+      if constexpr (kF16) amx_memory_barrier(ab);
       for (int64_t j0 = 0; j0 < TT; j0 += kChunk) {
         const int64_t nj = std::min<int64_t>(kChunk, TT - j0);
         for (int64_t g = 0; g < ng; ++g) {
@@ -240,10 +259,9 @@ void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivati
 
 }  // namespace
 
-bool amx_available() {
-  static const bool hw = detect_amx();
-  return hw && g_enabled.load(std::memory_order_relaxed);
-}
+bool amx_available() { return amx_features().bf16 && g_enabled.load(std::memory_order_relaxed); }
+
+bool amx_int8_available() { return amx_features().int8 && g_enabled.load(std::memory_order_relaxed); }
 
 void set_amx_enabled(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
 

@@ -27,6 +27,15 @@ class ThreadPool;
 // environment, or set_amx_enabled(false) (tests and benchmarks comparing both paths).
 bool amx_available();
 void set_amx_enabled(bool on);
+// Sets this thread's tile configuration: palette 1, all eight tiles 16 rows x 64 bytes (what
+// gemm_amx and gemm_amx_kquant use).
+void load_amx_tile_config();
+// GCC's tile loads and stores (_tile_loadd, _tile_stored) are asm statements that name no
+// memory: the compiler may drop or move plain stores that a tile load reads (GCC 12 removed a
+// whole call that filled a buffer only tile loads read), or plain loads of what a tile store
+// wrote. The kernels put this barrier, which takes the buffer's address and clobbers memory,
+// between the two kinds of access.
+inline void amx_memory_barrier(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
 // Whether gemm_amx takes a [N, D] matrix of type t: f16 or bf16, N % 16 == 0, D % 32 == 0,
 // and amx_available().
 bool amx_supports(DType t, int64_t N, int64_t D);

@@ -125,6 +125,9 @@ void x16_for_each_pass(int64_t n_groups, int64_t T, Pass&& pass) {
 // The K-quant halves of the above (gemm_x16_kquant.cpp), and the scalar reference of their
 // arithmetic on n unrepacked GGUF rows (x padded or not).
 bool x16_kquant(DType t);
+// The 256 values q of a GGUF K-quant super-block at blk, without offsets or scales (q2_K 0..3,
+// q3_K 0..7, q4_K 0..15, q5_K 0..31, q6_K 0..63).
+void kquant_block_values(DType t, const uint8_t* blk, uint8_t* q);
 void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D);
 void unpack_x16_kquant_row(DType t, const uint8_t* packed, int64_t D, int64_t r, uint8_t* row);
 void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y,

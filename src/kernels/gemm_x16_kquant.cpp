@@ -522,6 +522,11 @@ bool x16_kquant(DType t) {
   return t == DType::Q2_K || t == DType::Q3_K || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
 }
 
+void kquant_block_values(DType t, const uint8_t* blk, uint8_t* q) {
+  SMOE_CHECK(x16_kquant(t), "K-quant values: unsupported type ", dtype_name(t));
+  gguf_values(t, blk, q);
+}
+
 void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int64_t D) {
   check_kquant(t, N, D);
   const size_t bb = layout(t).bytes / kGroup, rb = row_bytes(t, D);

@@ -9,6 +9,7 @@
 #include "kernels/dequant.h"
 #include "kernels/dot_float.h"
 #include "kernels/gemm_amx.h"
+#include "kernels/gemm_amx_kquant.h"
 #include "kernels/gemm_int8.h"
 #include "kernels/gemm_x16.h"
 #include "kernels/simd.h"
@@ -72,7 +73,9 @@ namespace {
 
 // Repacked q8_0/q4_0/q2_K..q6_K weights of one row length D against x[T, D] (any T): int8
 // activations quantized once, 16 rows per vector, no padding tokens; tasks of about 256 KB
-// of weights (at least one 16-row group) over all the matrices in one parallel loop.
+// of weights (at least one 16-row group) over all the matrices in one parallel loop. From 16
+// tokens, q2_K/q6_K run on AMX-INT8 tiles where the CPU has them (gemm_amx_kquant.h), with
+// activations quantized per 256 values.
 void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const float* x, int64_t T,
                 ThreadPool* pool) {
   struct Job {
@@ -95,9 +98,14 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
     jobs[i] = {&w, ys[i], rb, N, groups, per_task, tasks};
     tasks += (groups + per_task - 1) / per_task;
   }
-  thread_local Int8Activations xa_buf;  // grow-only
-  const Int8Activations& xa = xa_buf;   // the caller's: workers see their own thread_locals
-  quantize_activations(x, T, D, xa_buf, 1, pool);
+  bool amx = T >= kAmxMinTokens;
+  for (size_t i = 0; i < n; ++i) amx = amx && amx_kquant_supports(jobs[i].w->dtype, jobs[i].N, D);
+  thread_local Int8Activations xa_buf;      // grow-only
+  thread_local AmxInt8Activations xk_buf;   // grow-only
+  const Int8Activations& xa = xa_buf;       // the caller's: workers see their own thread_locals
+  const AmxInt8Activations& xk = xk_buf;
+  if (amx) quantize_amx_activations(x, T, D, xk_buf, pool);
+  else quantize_activations(x, T, D, xa_buf, 1, pool);
   // One gemm per task: past 64 tokens the kernels stream a call's weights once per 64-token
   // block, and 256 KB stay in L2 between them.
   parallel_for(pool, tasks, 1, [&](int64_t begin, int64_t end) {
@@ -106,7 +114,9 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
       while (j + 1 < n && jobs[j + 1].first_task <= task) ++j;
       const Job& jb = jobs[j];
       const int64_t g0 = (task - jb.first_task) * jb.per_task, g1 = std::min(jb.groups, g0 + jb.per_task);
-      gemm_x16(jb.w->dtype, jb.w->data + static_cast<size_t>(g0 * 16) * jb.rb, g1 - g0, xa, jb.y + g0 * 16, jb.N);
+      const uint8_t* wg = jb.w->data + static_cast<size_t>(g0 * 16) * jb.rb;
+      if (amx) gemm_amx_kquant(jb.w->dtype, wg, g1 - g0, xk, jb.y + g0 * 16, jb.N);
+      else gemm_x16(jb.w->dtype, wg, g1 - g0, xa, jb.y + g0 * 16, jb.N);
     }
   });
 }

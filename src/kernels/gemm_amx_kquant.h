@@ -1,0 +1,57 @@
+// gemm_amx_kquant.h: batched products of repacked q2_K and q6_K weights (gemm_x16.h) on
+// Intel AMX-INT8 tiles, for prompts and batches of 16 tokens and more. Legend: T tokens (Tpad:
+// padded to 16, TT = Tpad / 16 token tiles), D row length, S = D / 256 super-blocks, u 64-value
+// step (4 per super-block), N rows (16 per row group).
+//
+// The tile product C[16 tokens][16 rows] += A[16 tokens][64 int8] . B[16][16 rows x 4 int8]
+// (tdpbssd) sums exactly in int32, and B's rows are the repacked layout's value groups (16 rows
+// x 4 values). A super-block's sub-block scales are folded into the weights as exact integers,
+// so a C tile leaves its tile once per super-block (256 values), where the VNNI kernels apply a
+// scale per 16-value sub-block:
+//   q6_K: n = sc * (q - 32) in -4096..4064, as two int8 planes n = 64 hi + lo (lo in 0..63):
+//         acc = fma(float(64 C_hi + C_lo), d * dx, acc)
+//   q2_K: n = sc * q in 0..45, and the min plane m (the sub-block's min, repeated over its 16
+//         values): acc = fma(float(C_n), d * dx, acc); acc = fma(float(C_m), (-dmin) * dx, acc)
+// per super-block in order, with the activations quantized per 256 values (dx = amax / 127,
+// round to nearest, as llama.cpp's q8_K) instead of the VNNI kernels' 32: the products are
+// exact, and the coarser activation scale gives a somewhat larger rounding error (about 1.3x
+// on Gaussian activations), the same as llama.cpp's K-quant path.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace smoe {
+
+class ThreadPool;
+
+// Whether this CPU and OS run AMX-INT8 tiles and they are not switched off (SMOE_AMX=0,
+// set_amx_enabled(false); see gemm_amx.h).
+bool amx_int8_available();
+// Whether gemm_amx_kquant takes repacked [N, D] weights of type t: q2_K or q6_K, N % 16 == 0,
+// D % 256 == 0, and amx_int8_available().
+bool amx_kquant_supports(DType t, int64_t N, int64_t D);
+
+// x[T, D] quantized per 256-value super-block and laid out as A tiles:
+// q[TT][D / 64][16 tokens][64 values] (padding tokens zero), d[TT][S][16 tokens] the scales
+// (amax / 127; 0 for padding tokens and all-zero blocks).
+struct AmxInt8Activations {
+  int64_t T = 0, Tpad = 0, D = 0;
+  std::vector<int8_t> q;
+  std::vector<float> d;
+};
+// AVX-512 (equal bit for bit to the scalar reference); tokens split over pool's threads.
+void quantize_amx_activations(const float* x, int64_t T, int64_t D, AmxInt8Activations& out,
+                              ThreadPool* pool = nullptr);
+void quantize_amx_activations_ref(const float* x, int64_t T, int64_t D, AmxInt8Activations& out);
+
+// y[t * ldy + 16 G + i] for the n_groups row groups at w (repacked, row length x.D) and the
+// x.T tokens of x, on AMX tiles.
+void gemm_amx_kquant(DType t, const uint8_t* w, int64_t n_groups, const AmxInt8Activations& x, float* y,
+                     int64_t ldy);
+// The scalar reference of the same arithmetic on n GGUF rows (not repacked), equal bit for bit.
+void gemm_amx_kquant_ref(DType t, const uint8_t* w, int64_t n, const AmxInt8Activations& x, float* y,
+                         int64_t ldy);
+
+}  // namespace smoe
