@@ -1,8 +1,8 @@
-// gemm_amx_kquant_test.cpp: q2_K/q6_K products on AMX-INT8 tiles (kernels/gemm_amx_kquant.h):
+// gemm_amx_kquant_test.cpp: K-quant (q2_K..q6_K) products on AMX-INT8 tiles (kernels/gemm_amx_kquant.h):
 // the activation quantization and the tile kernel equal their scalar references bit for bit
 // over token counts around the 16-token tiles, 2-tile chunks and 256-token blocks; the
 // results stay within the activations' rounding bound of double-precision dots; matmul takes
-// the tiles from 16 tokens on; bad shapes and types are refused. Skipped without AMX-INT8.
+// the tiles from each type's threshold on; bad shapes and types are refused. Skipped without AMX-INT8.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,7 +31,7 @@ using test::randn;
     if (!amx_int8_available()) GTEST_SKIP() << "no AMX-INT8 on this CPU (or SMOE_AMX=0)";      \
   } while (0)
 
-constexpr DType kTypes[] = {DType::Q2_K, DType::Q6_K};
+constexpr DType kTypes[] = {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
 
 // N GGUF rows of type t, their repacked copy, and their values.
 struct Rows {
@@ -148,16 +148,18 @@ TEST(GemmAmxKquant, WithinTheActivationRoundingBound) {
   }
 }
 
-// matmul on repacked views takes the tiles from 16 tokens on (the VNNI kernels below, or with
-// the tiles switched off), whatever the thread count.
-TEST(GemmAmxKquant, MatmulUsesTilesFrom16Tokens) {
+// matmul on repacked views takes the tiles from the type's threshold on (the VNNI kernels
+// below it, or with the tiles switched off), whatever the thread count.
+TEST(GemmAmxKquant, MatmulUsesTilesFromTheThreshold) {
   SKIP_WITHOUT_AMX_INT8();
   const int64_t N = 96, D = 512;
   ThreadPool pool(3);
   for (DType t : kTypes) {
     const Rows w = make_rows(t, N, D, 31);
     const TensorView v = packed_view(t, w, N, D);
-    for (int64_t T : {15, 16, 50}) {
+    const int64_t from = amx_kquant_min_tokens(t);
+    EXPECT_GE(from, 16);
+    for (int64_t T : {from - 1, from, from + 34}) {
       const std::vector<float> x = randn(static_cast<size_t>(T * D), 32 + static_cast<uint64_t>(T));
       std::vector<float> y(static_cast<size_t>(T * N)), y1(y.size()), yoff(y.size()), yt(y.size()), yv(y.size());
       matmul(v, x.data(), y.data(), T, &pool);
@@ -173,8 +175,8 @@ TEST(GemmAmxKquant, MatmulUsesTilesFrom16Tokens) {
       gemm_x16(t, w.packed.data(), N / 16, xv, yv.data(), N);
       const std::string what = std::string(dtype_name(t)) + " T=" + std::to_string(T);
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << what;
-      EXPECT_EQ(std::memcmp(y.data(), yt.data(), y.size() * 4) == 0, T >= 16) << what;
-      EXPECT_EQ(std::memcmp(y.data(), yv.data(), y.size() * 4) == 0, T < 16) << what;
+      EXPECT_EQ(std::memcmp(y.data(), yt.data(), y.size() * 4) == 0, T >= from) << what;
+      EXPECT_EQ(std::memcmp(y.data(), yv.data(), y.size() * 4) == 0, T < from) << what;
       ASSERT_EQ(std::memcmp(yoff.data(), yv.data(), y.size() * 4), 0) << what;
     }
   }
@@ -184,7 +186,8 @@ TEST(GemmAmxKquant, RefusesOtherTypesAndShapes) {
   SKIP_WITHOUT_AMX_INT8();
   EXPECT_TRUE(amx_kquant_supports(DType::Q6_K, 14336, 4096));
   EXPECT_TRUE(amx_kquant_supports(DType::Q2_K, 16, 256));
-  EXPECT_FALSE(amx_kquant_supports(DType::Q4_K, 16, 256));
+  EXPECT_TRUE(amx_kquant_supports(DType::Q4_K, 16, 256));
+  EXPECT_FALSE(amx_kquant_supports(DType::Q4_0, 16, 256));
   EXPECT_FALSE(amx_kquant_supports(DType::Q8_0, 16, 256));
   EXPECT_FALSE(amx_kquant_supports(DType::Q6_K, 24, 256));
   EXPECT_FALSE(amx_kquant_supports(DType::Q6_K, 16, 384));
@@ -195,7 +198,7 @@ TEST(GemmAmxKquant, RefusesOtherTypesAndShapes) {
   quantize_amx_activations(x.data(), 2, 256, xa, nullptr);
   std::vector<uint8_t> w(row_bytes(DType::Q6_K, 256) * 16);
   std::vector<float> y(32);
-  EXPECT_THROW(gemm_amx_kquant(DType::Q4_K, w.data(), 1, xa, y.data(), 16), Error);
+  EXPECT_THROW(gemm_amx_kquant(DType::Q4_0, w.data(), 1, xa, y.data(), 16), Error);
   EXPECT_THROW(gemm_amx_kquant_ref(DType::Q8_0, w.data(), 1, xa, y.data(), 16), Error);
   set_amx_enabled(false);
   EXPECT_FALSE(amx_kquant_supports(DType::Q6_K, 16, 256));

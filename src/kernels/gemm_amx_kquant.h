@@ -1,21 +1,26 @@
-// gemm_amx_kquant.h: batched products of repacked q2_K and q6_K weights (gemm_x16.h) on
-// Intel AMX-INT8 tiles, for prompts and batches of 16 tokens and more. Legend: T tokens (Tpad:
-// padded to 16, TT = Tpad / 16 token tiles), D row length, S = D / 256 super-blocks, u 64-value
-// step (4 per super-block), N rows (16 per row group).
+// gemm_amx_kquant.h: batched products of repacked K-quant weights (q2_K..q6_K, gemm_x16.h)
+// on Intel AMX-INT8 tiles, for prompts and batches of 16 tokens and more. Legend: T tokens
+// (Tpad: padded to 16, TT = Tpad / 16 token tiles), D row length, S = D / 256 super-blocks,
+// u 64-value step (4 per super-block), N rows (16 per row group), k sub-block.
 //
 // The tile product C[16 tokens][16 rows] += A[16 tokens][64 int8] . B[16][16 rows x 4 int8]
 // (tdpbssd) sums exactly in int32, and B's rows are the repacked layout's value groups (16 rows
-// x 4 values). A super-block's sub-block scales are folded into the weights as exact integers,
-// so a C tile leaves its tile once per super-block (256 values), where the VNNI kernels apply a
-// scale per 16-value sub-block:
-//   q6_K: n = sc * (q - 32) in -4096..4064, as two int8 planes n = 64 hi + lo (lo in 0..63):
-//         acc = fma(float(64 C_hi + C_lo), d * dx, acc)
-//   q2_K: n = sc * q in 0..45, and the min plane m (the sub-block's min, repeated over its 16
-//         values): acc = fma(float(C_n), d * dx, acc); acc = fma(float(C_m), (-dmin) * dx, acc)
-// per super-block in order, with the activations quantized per 256 values (dx = amax / 127,
-// round to nearest, as llama.cpp's q8_K) instead of the VNNI kernels' 32: the products are
-// exact, and the coarser activation scale gives a somewhat larger rounding error (about 1.3x
-// on Gaussian activations), the same as llama.cpp's K-quant path.
+// x 4 values). A super-block's sub-block scales are folded into the weights as exact integers
+// n, so a C tile leaves its tile once per super-block (256 values), where the VNNI kernels
+// apply a scale per sub-block:
+//   q2_K: n = sc * q in 0..45                     one plane
+//   q3_K: -n = (sc - 32) * (4 - q) in -128..124   one plane (n itself reaches 128)
+//   q4_K: n = sc * q in 0..945                    two planes, n = 64 hi + lo (lo in 0..63)
+//   q5_K: n = sc * q in 0..1953                   two planes
+//   q6_K: n = sc * (q - 32) in -4096..4064        two planes
+// and per super-block, in order: acc = fma(float(C), d * dx, acc) (q3_K: -d), C the exact sum
+// of n x_q (64 C_hi + C_lo), then for q2_K/q4_K/q5_K acc = fma(float(M), (-dmin) * dx, acc),
+// M = sum over sub-blocks of min_k times the sub-block's sum of x_q (whole numbers below 2^24,
+// summed in float in the epilogue: a plane of mins would cost a tile product per step for 8
+// or 16 distinct values). Activations are quantized per 256 values (dx = amax / 127, round
+// to nearest, as llama.cpp's q8_K) instead of the VNNI kernels' 32: the products are exact,
+// and the coarser activation scale gives a somewhat larger rounding error (about 1.3x on
+// Gaussian activations), the same as llama.cpp's K-quant path.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -32,6 +37,12 @@ bool amx_int8_available();
 // Whether gemm_amx_kquant takes repacked [N, D] weights of type t: q2_K or q6_K, N % 16 == 0,
 // D % 256 == 0, and amx_int8_available().
 bool amx_kquant_supports(DType t, int64_t N, int64_t D);
+// From how many tokens matmul takes the tiles for type t: the weights' planes are built once
+// per call and pay off only over enough tokens. One thread, 4096 x 4096, against the VNNI
+// kernels (Xeon, Emerald Rapids, 2026-12-06): q2_K 1.5x at 16 tokens, q3_K 1.2x at 16, q6_K
+// 1.1x at 32 and 1.6x at 64, q4_K 0.98x at 64 and 1.05-1.3x at 128, q5_K 1.2x at 64 and
+// 1.1-1.5x at 128; q4_K/q5_K 1.3-1.8x at 256-512.
+int64_t amx_kquant_min_tokens(DType t);
 
 // x[T, D] quantized per 256-value super-block and laid out as A tiles:
 // q[TT][D / 64][16 tokens][64 values] (padding tokens zero), d[TT][S][16 tokens] the scales
@@ -40,6 +51,7 @@ struct AmxInt8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<int8_t> q;
   std::vector<float> d;
+  std::vector<float> sum16;  // [TT][D / 16][16 tokens]: each 16-value sub-block's sum of q
 };
 // AVX-512 (equal bit for bit to the scalar reference); tokens split over pool's threads.
 void quantize_amx_activations(const float* x, int64_t T, int64_t D, AmxInt8Activations& out,

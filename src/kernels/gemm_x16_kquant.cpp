@@ -24,23 +24,9 @@ namespace {
 constexpr int64_t kGroup = 16;
 constexpr int64_t kSuper = 256;  // values per super-block
 
-// Byte offsets inside one super-block of a 16-row group (see gemm_x16.h): 32-value block jb
-// starts at values + block * jb with its 256 bytes of nibbles, then its high bits (q2_K/q3_K:
-// its 128 bytes of 2-bit planes, then q3_K's 64 bytes of high-bit masks).
-struct KLayout {
-  size_t bytes;   // = 16 * GGUF block bytes
-  size_t values;  // offset of block 0
-  size_t block;   // bytes per 32-value block
-};
-constexpr KLayout layout(DType t) {
-  return t == DType::Q2_K   ? KLayout{16 * sizeof(BlockQ2_K), 320, 128}
-         : t == DType::Q3_K ? KLayout{16 * sizeof(BlockQ3_K), 224, 192}
-         : t == DType::Q4_K ? KLayout{16 * sizeof(BlockQ4_K), 256, 256}
-         : t == DType::Q5_K ? KLayout{16 * sizeof(BlockQ5_K), 256, 320}
-                            : KLayout{16 * sizeof(BlockQ6_K), 288, 384};
-}
-static_assert(layout(DType::Q2_K).values + 8 * layout(DType::Q2_K).block == layout(DType::Q2_K).bytes);
-static_assert(layout(DType::Q3_K).values + 8 * layout(DType::Q3_K).block == layout(DType::Q3_K).bytes);
+using x16::KLayout;
+using x16::layout;
+
 // q2_K and q3_K: 2-bit values in planes (gemm_x16.h), not nibbles.
 constexpr bool low_bits(DType t) { return t == DType::Q2_K || t == DType::Q3_K; }
 
@@ -221,36 +207,10 @@ std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
 
 // ---- the VNNI kernel ----
 
-// Bits 2f..2f+1 of every byte moved to bits 4..5 (q6_K high bits, field f of a vector).
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(__m512i h, int f) {
-  const __m512i s = f == 0 ? _mm512_slli_epi16(h, 4) : f == 1 ? _mm512_slli_epi16(h, 2) : f == 2 ? h : _mm512_srli_epi16(h, 2);
-  return _mm512_and_si512(s, _mm512_set1_epi8(0x30));
-}
-// Bit G of every byte moved to bit 4 (q5_K fifth bits).
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i bit5(__m512i h, int G) {
-  const __m512i s = G <= 4 ? _mm512_slli_epi16(h, 4 - G) : _mm512_srli_epi16(h, G - 4);
-  return _mm512_and_si512(s, _mm512_set1_epi8(0x10));
-}
-
-// The 6-bit scales and mins of the 8 sub-blocks of a q4_K/q5_K super-block for its 16 rows,
-// from the transposed packed bytes B[k] = sb + 64 + 16k (k = 0..11, see kquant_scale_min):
-// sc[16 j + i] and mn[16 j + i] for sub-block j of row i. Sub-blocks 0-3 hold their 6 bits
-// in B[j] (scales) and B[j + 4] (mins); 4-7 take their low 4 bits from B[j + 4]'s low
-// (scales) or high (mins) nibble and their top 2 bits from bits 6-7 of B[j - 4] (scales)
-// or B[j] (mins). Decoded once per super-block with three 64-byte loads, instead of per
-// sub-block with 128-bit ones.
-__attribute__((target("avx512f,avx512bw"), always_inline))
-inline void kquant_scales_mins(const uint8_t* sb, uint8_t* sc, uint8_t* mn) {
-  const __m512i b03 = _mm512_loadu_si512(sb + 64), b47 = _mm512_loadu_si512(sb + 128);
-  const __m512i b811 = _mm512_loadu_si512(sb + 192);
-  const __m512i m6 = _mm512_set1_epi8(63), m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
-  _mm512_storeu_si512(sc, _mm512_and_si512(b03, m6));
-  _mm512_storeu_si512(mn, _mm512_and_si512(b47, m6));
-  // (a & m4) | ((b >> 2) & m30) as one ternary-logic op per vector: bits of m30 from b >> 2.
-  _mm512_storeu_si512(sc + 64, _mm512_ternarylogic_epi64(_mm512_and_si512(b811, m4), _mm512_srli_epi16(b03, 2), m30, 0xF8));
-  _mm512_storeu_si512(mn + 64, _mm512_ternarylogic_epi64(_mm512_and_si512(_mm512_srli_epi16(b811, 4), m4),
-                                                         _mm512_srli_epi16(b47, 2), m30, 0xF8));
-}
+using x16::bit5;
+using x16::high2;
+using x16::kquant_scales_mins;
+using x16::q3k_scales;
 
 // 16 unsigned bytes (one per row) at p, as 16 floats.
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
@@ -267,21 +227,6 @@ inline __m512 int8_scales(const void* p) {
 // q6_K int8 scale of sub-block k for the 16 rows.
 __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 inline __m512 q6k_scale(const uint8_t* sb, int k) { return int8_scales(sb + 32 + 16 * k); }
-
-// The 16 q3_K scales of the 16 rows, sc - 32 as int8 [16 sub-blocks][16 rows], from the
-// transposed packed bytes B[k] = sb + 32 + 16k (see q3k_scale): sub-blocks 4a..4a+3 take
-// their low 4 bits from B[0..3] (a = 0, 2: low / high nibbles) or B[4..7] (a = 1, 3) and
-// their top 2 bits from bits 2a, 2a + 1 of B[8..11].
-__attribute__((target("avx512f,avx512bw"), always_inline))
-inline void q3k_scales(const uint8_t* sb, int8_t* sc) {
-  const __m512i b03 = _mm512_loadu_si512(sb + 32), b47 = _mm512_loadu_si512(sb + 96);
-  const __m512i b811 = _mm512_loadu_si512(sb + 160), m4 = _mm512_set1_epi8(15), c32 = _mm512_set1_epi8(32);
-  for (int a = 0; a < 4; ++a) {
-    const __m512i src = a % 2 ? b47 : b03;
-    const __m512i lo = _mm512_and_si512(a < 2 ? src : _mm512_srli_epi16(src, 4), m4);
-    _mm512_storeu_si512(sc + 64 * a, _mm512_sub_epi8(_mm512_or_si512(lo, high2(b811, a)), c32));
-  }
-}
 
 // 32-value block jb of super-block s of NG row groups (at sb[gi]): its index b in the row,
 // each group's weights qb[gi] (the bytes kPrefetchBytes past them prefetched) and the

@@ -73,9 +73,9 @@ namespace {
 
 // Repacked q8_0/q4_0/q2_K..q6_K weights of one row length D against x[T, D] (any T): int8
 // activations quantized once, 16 rows per vector, no padding tokens; tasks of about 256 KB
-// of weights (at least one 16-row group) over all the matrices in one parallel loop. From 16
-// tokens, q2_K/q6_K run on AMX-INT8 tiles where the CPU has them (gemm_amx_kquant.h), with
-// activations quantized per 256 values.
+// of weights (at least one 16-row group) over all the matrices in one parallel loop. K-quants
+// run on AMX-INT8 tiles where the CPU has them, from amx_kquant_min_tokens on
+// (gemm_amx_kquant.h), with activations quantized per 256 values.
 void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const float* x, int64_t T,
                 ThreadPool* pool) {
   struct Job {
@@ -98,8 +98,9 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
     jobs[i] = {&w, ys[i], rb, N, groups, per_task, tasks};
     tasks += (groups + per_task - 1) / per_task;
   }
-  bool amx = T >= kAmxMinTokens;
-  for (size_t i = 0; i < n; ++i) amx = amx && amx_kquant_supports(jobs[i].w->dtype, jobs[i].N, D);
+  bool amx = true;
+  for (size_t i = 0; i < n; ++i)
+    amx = amx && amx_kquant_supports(jobs[i].w->dtype, jobs[i].N, D) && T >= amx_kquant_min_tokens(jobs[i].w->dtype);
   thread_local Int8Activations xa_buf;      // grow-only
   thread_local AmxInt8Activations xk_buf;   // grow-only
   const Int8Activations& xa = xa_buf;       // the caller's: workers see their own thread_locals
