@@ -113,6 +113,8 @@ def main():
         runs.append(entry)
     if any(r["smoe"].get("amx") for r in runs if r["type"] in ("f16", "bf16")):
         print("\nsmoe ran the f16/bf16 prompt batches on AMX-BF16 tiles (SMOE_AMX=0 switches them off).")
+    if any(r["smoe"].get("amx_int8") for r in runs if r["type"].endswith("_K")):
+        print("\nsmoe ran the K-quant prompt batches on AMX-INT8 tiles (SMOE_AMX=0 switches them off).")
     if a.json_out:
         with open(a.json_out, "w") as f:
             json.dump({"commit": commit, "runs": runs}, f, indent=1)

@@ -8,6 +8,7 @@
 #include "model/model.h"
 #include "core/error.h"
 #include "kernels/gemm_amx.h"
+#include "kernels/gemm_amx_kquant.h"
 #include "runtime/bench.h"
 
 namespace smoe {
@@ -30,12 +31,13 @@ void run_bench_cmd(const BenchArgs& a) {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const char* placement = model->weights_in_memory ? "memory" : "mmap";
   ThreadPool pool(a.threads);
-  const bool amx = amx_available();
+  const bool amx = amx_available(), amx_int8 = amx_int8_available();
   std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps; weights in %s "
-               "(loaded in %.2f s)%s\n",
+               "(loaded in %.2f s)%s%s\n",
                model->config.summary().c_str(), pool.size(), (long long)a.opts.n_prompt,
                (long long)a.opts.n_gen, a.opts.reps, placement, load_s,
-               amx ? "; AMX-BF16 tiles for f16/bf16 batches" : "");
+               amx ? "; AMX-BF16 tiles for f16/bf16 batches" : "",
+               amx_int8 ? "; AMX-INT8 tiles for K-quant batches" : "");
   BenchResult r = run_bench(*model, pool, a.opts);
   auto stats = [](const Stats& s) {
     return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
@@ -48,6 +50,7 @@ void run_bench_cmd(const BenchArgs& a) {
       {"reps", a.opts.reps},
       {"weights", placement},
       {"amx", amx},
+      {"amx_int8", amx_int8},
       {"load_s", load_s},
       {"pp_tokens_per_s", r.pp_tokens_per_s.median},
       {"tg_tokens_per_s", r.tg_tokens_per_s.median},
