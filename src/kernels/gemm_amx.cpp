@@ -208,12 +208,6 @@ __attribute__((target("amx-tile,amx-bf16"))) void chunk(const uint8_t* a, size_t
 // group. The C tiles wait in c between segments; f16 rows are split once per segment.
 constexpr int64_t kBatch = kAmxBatchGroups, kSegment = 32;
 
-// A grow-only buffer of at least n T's whose returned start is 64-byte aligned (tile rows).
-template <class T>
-T* aligned64(std::vector<T>& buf, size_t n) {
-  if (buf.size() < n + 64 / sizeof(T)) buf.resize(n + 64 / sizeof(T));
-  return buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 / sizeof(T);
-}
 
 template <bool kF16>
 void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivations& x, float* y, int64_t ldy) {

@@ -13,6 +13,7 @@
 // to about 1e-5 relative (not bit for bit: the decode path, below 16 tokens, sums in its own
 // order). Results do not depend on the number of tokens or on how rows are split.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -36,6 +37,13 @@ void load_amx_tile_config();
 // wrote. The kernels put this barrier, which takes the buffer's address and clobbers memory,
 // between the two kinds of access.
 inline void amx_memory_barrier(const void* p) { asm volatile("" : : "r"(p) : "memory"); }
+
+// A grow-only buffer of at least n T's whose returned start is 64-byte aligned (tile rows).
+template <class T>
+T* aligned64(std::vector<T>& buf, size_t n) {
+  if (buf.size() < n + 64 / sizeof(T)) buf.resize(n + 64 / sizeof(T));
+  return buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 / sizeof(T);
+}
 // Whether gemm_amx takes a [N, D] matrix of type t: f16 or bf16, N % 16 == 0, D % 32 == 0,
 // and amx_available().
 bool amx_supports(DType t, int64_t N, int64_t D);

@@ -368,12 +368,6 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512dq,f16c"))) void
   }
 }
 
-// A grow-only buffer of at least n T's whose returned start is 64-byte aligned (tile rows).
-template <class T>
-T* aligned64(std::vector<T>& buf, size_t n) {
-  if (buf.size() < n + 64 / sizeof(T)) buf.resize(n + 64 / sizeof(T));
-  return buf.data() + (64 - reinterpret_cast<uintptr_t>(buf.data()) % 64) % 64 / sizeof(T);
-}
 
 template <DType kT>
 void amx_kquant_groups(const uint8_t* w, int64_t n_groups, const AmxInt8Activations& x, float* y, int64_t ldy) {
