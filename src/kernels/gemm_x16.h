@@ -39,6 +39,8 @@
 //                  value 4G + c of row i, i.e. one AVX-512 byte mask per plane). The high
 //                  bits sit beside their low bits, so each group's weights stay one
 //                  sequential stream for the hardware prefetcher.
+// On CPUs with AMX-INT8, batches of K-quants from a per-type token count on run on tiles over
+// this same layout instead, with activations quantized per 256 values (gemm_amx_kquant.h).
 // Arithmetic (gemm_x16_kquant_ref, bit for bit), per row and token, acc = 0, in order over
 // the 32-value blocks b (activation scale dx, Int8Activations::dsum / corr6):
 //   q4_K/q5_K, sub-block j of super-block s: isum = sum q * x_q (exact),
