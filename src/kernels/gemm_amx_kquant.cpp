@@ -102,44 +102,45 @@ static_assert(1 + planes(DType::Q6_K) * (1 + max_chunk(DType::Q6_K)) <= 8);
 constexpr bool has_mins(DType t) { return t == DType::Q2_K || t == DType::Q4_K || t == DType::Q5_K; }
 constexpr int min_blocks(DType t) { return t == DType::Q2_K ? 16 : 8; }
 
+#define SMOE_SIMD_LAMBDA __attribute__((target("avx512f,avx512bw"), always_inline))
+
 // 16 bytes (one per row) at p, each repeated over its row's 4 bytes.
 __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i row_bytes4(const uint8_t* p) {
   const __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
   return _mm512_shuffle_epi8(v, _mm512_set4_epi32(0x0C0C0C0C, 0x08080808, 0x04040404, 0x00000000));
 }
 
-// A row's scale as 16-bit words over its 4 values: s32 holds one int32 per row (lane r);
-// w[0] covers rows 0-7 (words 4r..4r+3), w[1] rows 8-15.
-struct ScaleWords {
-  __m512i w[2];
+// A sub-block's scale for B rows: sc, one signed byte per row repeated over the row's 4 bytes,
+// kept in the even bytes of `even` and the odd bytes of `odd` (zeros elsewhere: vpmaddubsw
+// then multiplies each value by it without adding neighbours), and off = k sc as words.
+struct RowScale {
+  __m512i even, odd, off;
 };
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline ScaleWords scale_words(__m512i s32) {
-  const __m512i idx = _mm512_set_epi16(14, 14, 14, 14, 12, 12, 12, 12, 10, 10, 10, 10, 8, 8, 8, 8, 6, 6, 6, 6, 4, 4, 4,
-                                       4, 2, 2, 2, 2, 0, 0, 0, 0);
-  return {{_mm512_permutexvar_epi16(idx, s32), _mm512_permutexvar_epi16(_mm512_add_epi16(idx, _mm512_set1_epi16(16)), s32)}};
-}
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline ScaleWords scale_words_u8(const uint8_t* p) {
-  return scale_words(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
-}
-__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline ScaleWords scale_words_i8(const void* p) {
-  return scale_words(_mm512_cvtepi8_epi32(_mm_loadu_si128(static_cast<const __m128i*>(p))));
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline RowScale row_scale(const void* p, int k) {
+  const __m512i sc = row_bytes4(static_cast<const uint8_t*>(p)), lo = _mm512_set1_epi16(0x00FF);
+  const __m512i words = _mm512_srai_epi16(_mm512_slli_epi16(sc, 8), 8);  // sc sign-extended
+  return {_mm512_and_si512(sc, lo), _mm512_andnot_si512(lo, sc), _mm512_mullo_epi16(words, _mm512_set1_epi16(static_cast<short>(k)))};
 }
 
-// The 64 words of x, y narrowed to bytes (low bytes), x's first.
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i join(__m512i x, __m512i y) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvtepi16_epi8(x)), _mm512_cvtepi16_epi8(y), 1);
-}
-
-// n = q * sc for one B row (16 rows x 4 values; q signed bytes with |q| < 128, sc as words),
-// written as one plane (n fits a byte) or as hi = n >> 6 and lo = n & 63.
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline void scaled_row(__m512i q, const ScaleWords& sc,
+// n = q sc - off (kNegate: off - q sc) for one B row (16 rows x 4 values; q unsigned bytes
+// below 128, sc as above), written as one plane (n fits a byte) or as hi = n >> 6 and
+// lo = n & 63. The products of even and odd bytes come as two vectors of words and go back
+// to their bytes without crossing lanes.
+template <bool kNegate = false>
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline void scaled_row(__m512i q, const RowScale& sc,
                                                                                  uint8_t* hi, uint8_t* lo) {
-  const __m512i a = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_castsi512_si256(q)), sc.w[0]);
-  const __m512i b = _mm512_mullo_epi16(_mm512_cvtepi8_epi16(_mm512_extracti64x4_epi64(q, 1)), sc.w[1]);
-  if (!lo) return _mm512_store_si512(hi, join(a, b));
+  __m512i e = _mm512_maddubs_epi16(q, sc.even), o = _mm512_maddubs_epi16(q, sc.odd);
+  e = kNegate ? _mm512_sub_epi16(sc.off, e) : _mm512_sub_epi16(e, sc.off);
+  o = kNegate ? _mm512_sub_epi16(sc.off, o) : _mm512_sub_epi16(o, sc.off);
+  const __m512i low_bytes = _mm512_set1_epi16(0x00FF);
+  // (e & 0x00FF) | (o << 8)
+  auto bytes = [&](__m512i ev, __m512i od) SMOE_SIMD_LAMBDA {
+    return _mm512_ternarylogic_epi64(ev, _mm512_slli_epi16(od, 8), low_bytes, 0xEC);  // (a & c) | b
+  };
+  if (!lo) return _mm512_store_si512(hi, bytes(e, o));
   const __m512i m6 = _mm512_set1_epi16(63);
-  _mm512_store_si512(hi, join(_mm512_srai_epi16(a, 6), _mm512_srai_epi16(b, 6)));
-  _mm512_store_si512(lo, join(_mm512_and_si512(a, m6), _mm512_and_si512(b, m6)));
+  _mm512_store_si512(hi, bytes(_mm512_srai_epi16(e, 6), _mm512_srai_epi16(o, 6)));
+  _mm512_store_si512(lo, _mm512_or_si512(_mm512_and_si512(e, m6), _mm512_slli_epi16(_mm512_and_si512(o, m6), 8)));
 }
 
 // The super-block at sb as out[u][plane][16 B rows][64 bytes] (u = 64-value step, P KB each):
@@ -158,14 +159,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), noipa)) void prepare_weights
   if constexpr (kT == DType::Q6_K) {  // per block: 4 nibble vectors, 2 high-bit vectors
     for (int jb = 0; jb < 8; ++jb) {
       const uint8_t* qb = sb + L + B * jb;
-      const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320), c32 = _mm512_set1_epi8(32);
-      const ScaleWords sa = scale_words_i8(sb + 32 + 16 * (2 * jb)), sbw = scale_words_i8(sb + 32 + 16 * (2 * jb + 1));
+      const __m512i h0 = _mm512_loadu_si512(qb + 256), h1 = _mm512_loadu_si512(qb + 320);
+      const RowScale sa = row_scale(sb + 32 + 16 * (2 * jb), 32), sbw = row_scale(sb + 32 + 16 * (2 * jb + 1), 32);
       for (int g = 0; g < 4; ++g) {
         const __m512i v = _mm512_loadu_si512(qb + 64 * g);
         const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), x16::high2(h0, g));
         const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), x16::high2(h1, g));
-        scaled_row(_mm512_sub_epi8(lo, c32), sa, row(jb, g, 0), row(jb, g, 1));
-        scaled_row(_mm512_sub_epi8(hi, c32), sbw, row(jb, 4 + g, 0), row(jb, 4 + g, 1));
+        scaled_row(lo, sa, row(jb, g, 0), row(jb, g, 1));  // sc q - 32 sc
+        scaled_row(hi, sbw, row(jb, 4 + g, 0), row(jb, 4 + g, 1));
       }
     }
   } else if constexpr (kT == DType::Q4_K || kT == DType::Q5_K) {  // per block: 4 nibble vectors (+ fifth bits)
@@ -173,7 +174,7 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), noipa)) void prepare_weights
     x16::kquant_scales_mins(sb, sc, mn);
     for (int jb = 0; jb < 8; ++jb) {
       const uint8_t* qb = sb + L + B * jb;
-      const ScaleWords sw = scale_words_u8(sc + 16 * jb);
+      const RowScale sw = row_scale(sc + 16 * jb, 0);
       [[maybe_unused]] __m512i h;
       if constexpr (kT == DType::Q5_K) h = _mm512_loadu_si512(qb + 256);
       for (int g = 0; g < 4; ++g) {
@@ -195,16 +196,16 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), noipa)) void prepare_weights
     for (int jb = 0; jb < 8; ++jb) {
       const uint8_t* qb = sb + L + B * jb;
       for (int h = 0; h < 2; ++h) {
-        const ScaleWords sw = scale_words_i8(sc3 + 16 * (2 * jb + h));  // sc - 32
+        const RowScale sw = row_scale(sc3 + 16 * (2 * jb + h), 4);  // s = sc - 32
         const __m512i v = _mm512_loadu_si512(qb + 64 * h);
         for (int p = 0; p < 4; ++p) {
           uint64_t high;
           std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
-          // The plane holds -n = (sc - 32)(4 - q), in -128..124 (n itself reaches 128), with
-          // 4 - q = 4 - low - 4 high.
-          __m512i r = _mm512_sub_epi8(four, _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3));
-          r = _mm512_mask_sub_epi8(r, _cvtu64_mask64(high), r, four);
-          scaled_row(r, sw, row(jb, 4 * h + p, 0), nullptr);
+          // The plane holds -n = (sc - 32)(4 - q) = 4 s - s q, in -128..124 (n itself
+          // reaches 128), with q = low + 4 high.
+          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
+          q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+          scaled_row<true>(q, sw, row(jb, 4 * h + p, 0), nullptr);
         }
       }
     }
