@@ -31,8 +31,6 @@ constexpr size_t kTileBytes = 1024;
 // D = 4096) stay in L2 while every row group of a call passes over them.
 constexpr int64_t kTokenTiles = 16;
 
-bool supported_type(DType t) { return x16_kquant(t); }
-
 // ---- activations ----
 
 // Token t's scale for super-block s and where its value k goes.
@@ -82,10 +80,10 @@ __attribute__((target("avx512f,avx512bw"))) void quantize_token(const float* x, 
     out.d[act_scale_index(S, t, s)] = d;
     const __m512 iv = _mm512_set1_ps(id);
     for (int64_t i = 0; i < kSuper; i += 16) {
-      const __m512i q = _mm512_cvtepi8_epi32(_mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + i), iv))));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(&out.q[act_value_index(D, t, s * kSuper + i)]),
-                       _mm512_cvtepi32_epi8(q));
-      out.sum16[act_sum_index(D, t, (s * kSuper + i) / 16)] = static_cast<float>(_mm512_reduce_add_epi32(q));
+      const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + i), iv)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(&out.q[act_value_index(D, t, s * kSuper + i)]), q);
+      out.sum16[act_sum_index(D, t, (s * kSuper + i) / 16)] =
+          static_cast<float>(_mm512_reduce_add_epi32(_mm512_cvtepi8_epi32(q)));
     }
   }
 }
@@ -374,7 +372,7 @@ template <DType kT>
 void amx_kquant_groups(const uint8_t* w, int64_t n_groups, const AmxInt8Activations& x, float* y, int64_t ldy) {
   load_amx_tile_config();
   const int64_t TT = x.Tpad / kTile, S = x.D / kSuper;
-  const size_t sb_bytes = static_cast<size_t>(row_bytes(kT, kSuper)) * kGroup;
+  constexpr size_t sb_bytes = x16::layout(kT).bytes;
   constexpr int P = planes(kT), NJ = max_chunk(kT);
   thread_local std::vector<float> acc_buf;    // [kTokenTiles][16 tokens][16 rows]
   thread_local std::vector<uint8_t> b_buf;    // [4 steps][P planes][1 KB]
@@ -406,7 +404,7 @@ void amx_kquant_groups(const uint8_t* w, int64_t n_groups, const AmxInt8Activati
 }  // namespace
 
 bool amx_kquant_supports(DType t, int64_t N, int64_t D) {
-  return supported_type(t) && N > 0 && N % kGroup == 0 && D > 0 && D % kSuper == 0 && amx_int8_available();
+  return x16_kquant(t) && N > 0 && N % kGroup == 0 && D > 0 && D % kSuper == 0 && amx_int8_available();
 }
 
 int64_t amx_kquant_min_tokens(DType t) {
@@ -453,7 +451,7 @@ void gemm_amx_kquant(DType t, const uint8_t* w, int64_t n_groups, const AmxInt8A
 
 void gemm_amx_kquant_ref(DType t, const uint8_t* w, int64_t n, const AmxInt8Activations& x, float* y,
                          int64_t ldy) {
-  SMOE_CHECK(supported_type(t) && x.D % kSuper == 0, "AMX K-quant reference: ", dtype_name(t), " rows of ", x.D,
+  SMOE_CHECK(x16_kquant(t) && x.D % kSuper == 0, "AMX K-quant reference: ", dtype_name(t), " rows of ", x.D,
              " values (expected a K-quant and a multiple of 256)");
   const int64_t S = x.D / kSuper;
   const size_t rb = row_bytes(t, x.D), bb = row_bytes(t, kSuper);
