@@ -173,14 +173,12 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), noipa)) void prepare_weights
     for (int jb = 0; jb < 8; ++jb) {
       const uint8_t* qb = sb + L + B * jb;
       const RowScale sw = row_scale(sc + 16 * jb, 0);
-      [[maybe_unused]] __m512i h;
-      if constexpr (kT == DType::Q5_K) h = _mm512_loadu_si512(qb + 256);
       for (int g = 0; g < 4; ++g) {
         const __m512i v = _mm512_loadu_si512(qb + 64 * g);
         __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         if constexpr (kT == DType::Q5_K) {
-          lo = _mm512_or_si512(lo, x16::bit5(h, g));
-          hi = _mm512_or_si512(hi, x16::bit5(h, g + 4));
+          lo = x16::add_masked(lo, qb + 256 + 8 * g, _mm512_set1_epi8(16));
+          hi = x16::add_masked(hi, qb + 256 + 8 * (g + 4), _mm512_set1_epi8(16));
         }
         scaled_row(lo, sw, row(jb, g, 0), row(jb, g, 1));
         scaled_row(hi, sw, row(jb, 4 + g, 0), row(jb, 4 + g, 1));
@@ -197,12 +195,9 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), noipa)) void prepare_weights
         const RowScale sw = row_scale(sc3 + 16 * (2 * jb + h), 4);  // s = sc - 32
         const __m512i v = _mm512_loadu_si512(qb + 64 * h);
         for (int p = 0; p < 4; ++p) {
-          uint64_t high;
-          std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
           // The plane holds -n = (sc - 32)(4 - q) = 4 s - s q, in -128..124 (n itself
           // reaches 128), with q = low + 4 high.
-          __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
-          q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
+          const __m512i q = x16::add_masked(_mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3), qb + 128 + 8 * (4 * h + p), four);
           scaled_row<true>(q, sw, row(jb, 4 * h + p, 0), nullptr);
         }
       }

@@ -75,13 +75,15 @@ void x16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64
         for (int gi = 0; gi < NG; ++gi) {
           const __m512i v = x16::load_once(blk[gi] + 32 + 64 * g);
           lo[gi] = _mm512_and_si512(v, m4);
-          hi[gi] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+          // A lone chain pair takes the high nibbles in place (16 x their value): no shift.
+          hi[gi] = kChains == 2 ? _mm512_andnot_si512(m4, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
         x16::dot_nibble_planes<NT, NG, kChains>(s, 0, kChains - 1, lo, hi, xb, g, Tpad);
       }
     }
     for (int gi = 0; gi < NG; ++gi) {
-      if constexpr (kChains == 2) s[gi][0][0] = _mm512_add_epi32(s[gi][0][0], s[gi][1][0]);
+      if constexpr (kChains == 2)
+        s[gi][0][0] = _mm512_add_epi32(s[gi][0][0], kQ8 ? s[gi][1][0] : _mm512_srai_epi32(s[gi][1][0], 4));
       const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[gi])));
       for (int t = 0; t < NT; ++t) {
         const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dx[b * Tpad + t]), dw);

@@ -24,7 +24,8 @@
 //   q4_K (2304 B): d[16] f16 | dmin[16] f16 | the 12 packed scale bytes [12][16 rows] |
 //                  8 blocks x 256 B of nibbles
 //   q5_K (2816 B): the q4_K header (256 B) | 8 blocks x (256 B of nibbles, fifth bits as
-//                  [16 rows][4 bytes] with bit G of a byte for group G)
+//                  8 x 64-bit masks: mask G bit 4i + c the fifth bit of value 4G + c of
+//                  row i, one AVX-512 byte mask per nibble plane, as q3_K's high bits)
 //   q6_K (3360 B): d[16] f16 | int8 scales [16 sub-blocks][16 rows] | 8 blocks x (256 B of
 //                  low nibbles, 2 x [16 rows][4 bytes] of high 2-bit pairs: vector G/4,
 //                  bits 2(G%4)..2(G%4)+1 for group G)

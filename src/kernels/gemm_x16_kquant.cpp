@@ -97,8 +97,9 @@ void gguf_set_values(DType t, const uint8_t* q, uint8_t* blk) {
 }
 
 // Where the bytes of 32-value block jb of row i live in a repacked super-block: nibble
-// vector g (0..3) byte c at nib(jb) + 64g + 4i + c; q5_K/q6_K high-bit vector h at
-// nib(jb) + 256 + 64h + 4i + c (q5_K one vector, bit G = value group; q6_K two, bits 2(G%4)).
+// vector g (0..3) byte c at nib(jb) + 64g + 4i + c; q6_K's high bits of value group G in
+// vector G / 4 at nib(jb) + 256 + 64(G / 4) + 4i + c, bits 2(G % 4)..2(G % 4) + 1; q5_K's
+// fifth bits as 8 masks at nib(jb) + 256 + 8G, bit 4i + c (value 4G + c).
 size_t nib_offset(DType t, int jb) { return layout(t).values + layout(t).block * static_cast<size_t>(jb); }
 size_t high_offset(DType t, int jb) { return nib_offset(t, jb) + 256; }
 
@@ -138,13 +139,19 @@ void x16_set_values(DType t, const uint8_t* q, uint8_t* sb, int i) {
         sb[nib_offset(t, jb) + 64 * g + 4 * i + c] = static_cast<uint8_t>((qb[v] & 15) | (qb[v + 16] & 15) << 4);
       }
     if (t == DType::Q4_K) continue;
-    for (int h = 0; h < (t == DType::Q6_K ? 2 : 1); ++h)
+    if (t == DType::Q5_K) {  // mask G, bit 4i + c
+      for (int G = 0; G < 8; ++G)
+        for (int c = 0; c < 4; ++c) {
+          uint8_t& byte = sb[high_offset(t, jb) + 8 * G + (4 * i + c) / 8];
+          const int bit = (4 * i + c) % 8;
+          byte = static_cast<uint8_t>((byte & ~(1 << bit)) | ((qb[4 * G + c] >> 4) & 1) << bit);
+        }
+      continue;
+    }
+    for (int h = 0; h < 2; ++h)
       for (int c = 0; c < 4; ++c) {
         int byte = 0;
-        if (t == DType::Q5_K)
-          for (int G = 0; G < 8; ++G) byte |= ((qb[4 * G + c] >> 4) & 1) << G;
-        else
-          for (int f = 0; f < 4; ++f) byte |= (qb[16 * h + 4 * f + c] >> 4) << (2 * f);
+        for (int f = 0; f < 4; ++f) byte |= (qb[16 * h + 4 * f + c] >> 4) << (2 * f);
         sb[high_offset(t, jb) + 64 * h + 4 * i + c] = static_cast<uint8_t>(byte);
       }
   }
@@ -167,13 +174,18 @@ void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
         qb[v + 16] = b >> 4;
       }
     if (t == DType::Q4_K) continue;
-    for (int h = 0; h < (t == DType::Q6_K ? 2 : 1); ++h)
+    if (t == DType::Q5_K) {
+      for (int G = 0; G < 8; ++G)
+        for (int c = 0; c < 4; ++c) {
+          const int byte = sb[high_offset(t, jb) + 8 * G + (4 * i + c) / 8];
+          qb[4 * G + c] = static_cast<uint8_t>(qb[4 * G + c] | ((byte >> ((4 * i + c) % 8)) & 1) << 4);
+        }
+      continue;
+    }
+    for (int h = 0; h < 2; ++h)
       for (int c = 0; c < 4; ++c) {
         const int byte = sb[high_offset(t, jb) + 64 * h + 4 * i + c];
-        if (t == DType::Q5_K)
-          for (int G = 0; G < 8; ++G) qb[4 * G + c] = static_cast<uint8_t>(qb[4 * G + c] | ((byte >> G) & 1) << 4);
-        else
-          for (int f = 0; f < 4; ++f) qb[16 * h + 4 * f + c] = static_cast<uint8_t>(qb[16 * h + 4 * f + c] | ((byte >> (2 * f)) & 3) << 4);
+        for (int f = 0; f < 4; ++f) qb[16 * h + 4 * f + c] = static_cast<uint8_t>(qb[16 * h + 4 * f + c] | ((byte >> (2 * f)) & 3) << 4);
       }
   }
 }
@@ -207,7 +219,6 @@ std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
 
 // ---- the VNNI kernel ----
 
-using x16::bit5;
 using x16::high2;
 using x16::kquant_scales_mins;
 using x16::q3k_scales;
@@ -286,11 +297,7 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
 #pragma GCC unroll 4
         for (int p = 0; p < 4; ++p) {
           __m512i q = _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
-          if constexpr (kQ3) {
-            uint64_t high;
-            std::memcpy(&high, qb + 128 + 8 * (4 * h + p), 8);
-            q = _mm512_mask_add_epi8(q, _cvtu64_mask64(high), q, four);
-          }
+          if constexpr (kQ3) q = x16::add_masked(q, qb + 128 + 8 * (4 * h + p), four);
           for (int t = 0; t < NT; ++t)
             si[c][t] = _mm512_dpbusd_epi32(si[c][t], q, x16::bcast4(xb + 4 * ((4 * h + p) * Tpad + t)));
         }
@@ -369,7 +376,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
   const float* dsum16 = x.dsum16.data() + t0;
   const int32_t* corr6 = x.corr6.data() + t0;
   const int8_t* xq = x.q.data() + 4 * t0;  // [nb][8][Tpad] groups of 4 values
-  const __m512i m4 = _mm512_set1_epi8(15);
+  const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
   __m512 acc[NG][NT];
   for (int gi = 0; gi < NG; ++gi)
     for (int t = 0; t < NT; ++t) acc[gi][t] = _mm512_setzero_ps();
@@ -399,28 +406,29 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
         // One chain per token and group; a single token of a single group gets two (low and
         // high nibbles).
         constexpr int kChains = NT * NG == 1 ? 2 : 1;
+        // q4_K's lone chain pair takes the high nibbles in place (16 x their value): no shift.
+        constexpr bool kInPlace = kChains == 2 && kT == DType::Q4_K;
         __m512i si[NG][kChains][NT];
         for (int gi = 0; gi < NG; ++gi)
           for (int c = 0; c < kChains; ++c)
             for (int t = 0; t < NT; ++t) si[gi][c][t] = _mm512_setzero_si512();
-        [[maybe_unused]] __m512i hb[NG];
-        if constexpr (kT == DType::Q5_K)
-          for (int gi = 0; gi < NG; ++gi) hb[gi] = _mm512_loadu_si512(k.qb[gi] + 256);
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
           __m512i lo[NG], hi[NG];
           for (int gi = 0; gi < NG; ++gi) {
             const __m512i v = x16::load_once(k.qb[gi] + 64 * g);
-            lo[gi] = _mm512_and_si512(v, m4), hi[gi] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            lo[gi] = _mm512_and_si512(v, m4);
+            hi[gi] = kInPlace ? _mm512_andnot_si512(m4, v) : _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
             if constexpr (kT == DType::Q5_K) {
-              lo[gi] = _mm512_or_si512(lo[gi], bit5(hb[gi], g));
-              hi[gi] = _mm512_or_si512(hi[gi], bit5(hb[gi], g + 4));
+              lo[gi] = x16::add_masked(lo[gi], k.qb[gi] + 256 + 8 * g, sixteen);
+              hi[gi] = x16::add_masked(hi[gi], k.qb[gi] + 256 + 8 * (g + 4), sixteen);
             }
           }
           x16::dot_nibble_planes<NT, NG, kChains>(si, 0, kChains - 1, lo, hi, k.xb, g, Tpad);
         }
         for (int gi = 0; gi < NG; ++gi) {
-          if constexpr (kChains == 2) si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], si[gi][1][0]);
+          if constexpr (kChains == 2)
+            si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], kInPlace ? _mm512_srai_epi32(si[gi][1][0], 4) : si[gi][1][0]);
           const __m512 rscale = _mm512_mul_ps(dv[gi], uint8_scales(sc[gi] + 16 * j));
           const __m512 rmin = _mm512_mul_ps(dmv[gi], uint8_scales(mn[gi] + 16 * j));
           for (int t = 0; t < NT; ++t) {

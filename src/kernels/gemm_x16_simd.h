@@ -86,10 +86,14 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(
   const __m512i s = f == 0 ? _mm512_slli_epi16(h, 4) : f == 1 ? _mm512_slli_epi16(h, 2) : f == 2 ? h : _mm512_srli_epi16(h, 2);
   return _mm512_and_si512(s, _mm512_set1_epi8(0x30));
 }
-// Bit G of every byte moved to bit 4 (q5_K fifth bits).
-__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i bit5(__m512i h, int G) {
-  const __m512i s = G <= 4 ? _mm512_slli_epi16(h, 4 - G) : _mm512_srli_epi16(h, G - 4);
-  return _mm512_and_si512(s, _mm512_set1_epi8(0x10));
+// q + add on the bytes whose bit is set in the 64-bit mask at p (q3_K and q5_K high bits:
+// bit 4i + c of a mask for byte 4i + c of a value group). The mask is loaded straight into
+// a mask register: through a general register (memcpy, _cvtu64_mask64) GCC adds a kmovq
+// from it, one more vector-port uop per value group.
+__attribute__((target("avx512f,avx512bw"), always_inline))
+inline __m512i add_masked(__m512i q, const uint8_t* p, __m512i add) {
+  const __mmask64 m = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(p)));
+  return _mm512_mask_add_epi8(q, m, q, add);
 }
 
 // The 6-bit scales and mins of the 8 sub-blocks of a q4_K/q5_K super-block for its 16 rows,
