@@ -35,13 +35,15 @@ constexpr bool low_bits(DType t) { return t == DType::Q2_K || t == DType::Q3_K; 
 // The 256 values q of a GGUF super-block (q2_K 0..3, q3_K 0..7 = low + 4 * high bit,
 // q4_K 0..15, q5_K 0..31, q6_K 0..63).
 void gguf_values(DType t, const uint8_t* blk, uint8_t* q) {
-  if (low_bits(t)) {  // value i = 128h + 32j + l: low bits (qs[32h + l] >> 2j) & 3
-    const uint8_t* qs = blk + (t == DType::Q3_K ? 32 : 16);
-    for (int i = 0; i < static_cast<int>(kSuper); ++i) {
-      int x = (qs[32 * (i / 128) + i % 32] >> (2 * (i % 128 / 32))) & 3;
-      if (t == DType::Q3_K) x |= ((blk[i % 32] >> (i / 32)) & 1) << 2;
-      q[i] = static_cast<uint8_t>(x);
-    }
+  if (low_bits(t)) {  // value 128h + 32j + l: low bits (qs[32h + l] >> 2j) & 3, q3_K's high bit 4h + j of hmask[l]
+    const bool q3 = t == DType::Q3_K;
+    const uint8_t* qs = blk + (q3 ? 32 : 16);
+    for (int h = 0; h < 2; ++h)
+      for (int j = 0; j < 4; ++j)
+        for (int l = 0; l < 32; ++l) {
+          const int x = (qs[32 * h + l] >> (2 * j)) & 3;
+          q[128 * h + 32 * j + l] = static_cast<uint8_t>(q3 ? x | ((blk[l] >> (4 * h + j)) & 1) << 2 : x);
+        }
     return;
   }
   if (t == DType::Q6_K) {
@@ -122,40 +124,56 @@ void for_each_low_field(DType t, int i, F&& f) {
         }
 }
 
-// Row i's 256 values q into / out of a repacked super-block.
-void x16_set_values(DType t, const uint8_t* q, uint8_t* sb, int i) {
-  if (low_bits(t)) {
-    for_each_low_field(t, i, [&](int v, size_t off, int bit, int qbit, int n) {
-      const int mask = (1 << n) - 1;
-      sb[off] = static_cast<uint8_t>((sb[off] & ~(mask << bit)) | ((q[v] >> qbit) & mask) << bit);
-    });
-    return;
-  }
+// The 256 values q[i] of each of the 16 rows into a repacked super-block's value bytes
+// (layout in gemm_x16.h; x16_values below reads them back one field at a time).
+void x16_pack_values(DType t, const uint8_t (*q)[kSuper], uint8_t* sb) {
+  const KLayout L = layout(t);
   for (int jb = 0; jb < 8; ++jb) {
-    const uint8_t* qb = q + 32 * jb;
-    for (int g = 0; g < 4; ++g)
-      for (int c = 0; c < 4; ++c) {
-        const int v = 4 * g + c;
-        sb[nib_offset(t, jb) + 64 * g + 4 * i + c] = static_cast<uint8_t>((qb[v] & 15) | (qb[v + 16] & 15) << 4);
+    uint8_t* blk = sb + L.values + L.block * static_cast<size_t>(jb);
+    const int v0 = 32 * jb;
+    // q3_K/q5_K: mask G, bit 4i + c for value 4G + c of the block, from bit `bit` of q. Row
+    // i's 32 bits (bit v from value v) come from two byte-sign masks, bit `bit` shifted to 7.
+    auto masks = [&](uint8_t* at, int bit) {
+      uint64_t m[8] = {};
+      for (int i = 0; i < kGroup; ++i) {
+        const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[i] + v0));
+        const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q[i] + v0 + 16));
+        const uint32_t bits = static_cast<uint32_t>(_mm_movemask_epi8(_mm_slli_epi16(lo, 7 - bit))) |
+                              static_cast<uint32_t>(_mm_movemask_epi8(_mm_slli_epi16(hi, 7 - bit))) << 16;
+        for (int G = 0; G < 8; ++G) m[G] |= static_cast<uint64_t>((bits >> (4 * G)) & 15) << (4 * i);
       }
-    if (t == DType::Q4_K) continue;
-    if (t == DType::Q5_K) {  // mask G, bit 4i + c
-      for (int G = 0; G < 8; ++G)
-        for (int c = 0; c < 4; ++c) {
-          uint8_t& byte = sb[high_offset(t, jb) + 8 * G + (4 * i + c) / 8];
-          const int bit = (4 * i + c) % 8;
-          byte = static_cast<uint8_t>((byte & ~(1 << bit)) | ((qb[4 * G + c] >> 4) & 1) << bit);
-        }
-      continue;
+      std::memcpy(at, m, sizeof(m));
+    };
+    // Values v .. v + 3 of row i as one word, byte c from value v + c (values stay in their
+    // bytes when the word is shifted or masked below).
+    auto word = [&](int i, int v) {
+      uint32_t w;
+      std::memcpy(&w, q[i] + v0 + v, 4);
+      return w;
+    };
+    auto put = [&](size_t off, uint32_t w) { std::memcpy(blk + off, &w, 4); };
+    constexpr uint32_t k2 = 0x03030303u, k4 = 0x0F0F0F0Fu;
+    for (int i = 0; i < kGroup; ++i) {
+      if (low_bits(t)) {  // plane h byte 4i + c: value 16h + 4p + c in bits 2p..2p + 1
+        for (int h = 0; h < 2; ++h)
+          put(64 * h + 4 * i, (word(i, 16 * h) & k2) | (word(i, 16 * h + 4) & k2) << 2 | (word(i, 16 * h + 8) & k2) << 4 |
+                                  (word(i, 16 * h + 12) & k2) << 6);
+        continue;
+      }
+      for (int g = 0; g < 4; ++g)  // nibble vector g byte 4i + c: values 4g + c (low) and 16 + 4g + c (high)
+        put(64 * g + 4 * i, (word(i, 4 * g) & k4) | (word(i, 16 + 4 * g) & k4) << 4);
+      if (t == DType::Q6_K)  // vector h byte 4i + c: the top 2 bits of value 16h + 4f + c in bits 2f..2f + 1
+        for (int h = 0; h < 2; ++h)
+          put(256 + 64 * h + 4 * i, (word(i, 16 * h) >> 4 & k2) | (word(i, 16 * h + 4) >> 4 & k2) << 2 |
+                                        (word(i, 16 * h + 8) >> 4 & k2) << 4 | (word(i, 16 * h + 12) >> 4 & k2) << 6);
     }
-    for (int h = 0; h < 2; ++h)
-      for (int c = 0; c < 4; ++c) {
-        int byte = 0;
-        for (int f = 0; f < 4; ++f) byte |= (qb[16 * h + 4 * f + c] >> 4) << (2 * f);
-        sb[high_offset(t, jb) + 64 * h + 4 * i + c] = static_cast<uint8_t>(byte);
-      }
+    if (t == DType::Q3_K) masks(blk + 128, 2);
+    if (t == DType::Q5_K) masks(blk + 256, 4);
   }
 }
+
+// Row i's 256 values read back from a repacked super-block one bit field at a time (how
+// rows are unpacked; the tests' round trip checks x16_pack_values against it).
 void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
   if (low_bits(t)) {
     std::memset(q, 0, kSuper);
@@ -484,19 +502,20 @@ void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int
   check_kquant(t, N, D);
   const size_t bb = layout(t).bytes / kGroup, rb = row_bytes(t, D);
   const int64_t nsb = D / kSuper;
+  const int nh = header_bytes(t);
+  std::pair<size_t, size_t> header[kGroup][20];  // [row][byte]: {GGUF offset, repacked offset}
+  for (int i = 0; i < kGroup; ++i)
+    for (int k = 0; k < nh; ++k) header[i][k] = header_byte(t, i, k);
+  alignas(64) uint8_t q[kGroup][kSuper];
   for (int64_t g = 0; g < N / kGroup; ++g)
     for (int64_t s = 0; s < nsb; ++s) {
       uint8_t* out = dst + static_cast<size_t>(g * nsb + s) * layout(t).bytes;
       for (int i = 0; i < kGroup; ++i) {
         const uint8_t* blk = src + static_cast<size_t>(g * kGroup + i) * rb + static_cast<size_t>(s) * bb;
-        for (int k = 0; k < header_bytes(t); ++k) {
-          const auto [go, xo] = header_byte(t, i, k);
-          out[xo] = blk[go];
-        }
-        uint8_t q[kSuper];
-        gguf_values(t, blk, q);
-        x16_set_values(t, q, out, i);
+        for (int k = 0; k < nh; ++k) out[header[i][k].second] = blk[header[i][k].first];
+        gguf_values(t, blk, q[i]);
       }
+      x16_pack_values(t, q, out);
     }
 }
 
