@@ -1,4 +1,5 @@
-// quantize.cpp: scalar float32 -> f16/bf16/q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K row quantizers.
+// quantize.cpp: float32 -> f16/bf16/q8_0/q4_0/q2_K/q3_K/q4_K/q5_K/q6_K row quantizers (scalar,
+// but for the q2_K/q3_K scale searches' trials, which run on AVX-512 where the CPU has it).
 // q8_0 and q4_0 round the way llama.cpp's reference quantizers do; q4_K/q5_K/q6_K take each
 // sub-block's scale (and min) from its range, then 6-bit (8-bit for q6_K) super-block
 // quantization of those scales, then round every value with the scales actually stored.
@@ -7,11 +8,20 @@
 // quantization of those scales the same way, then round every value with the stored scales.
 #include "kernels/quantize.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
+
+// GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
+// "may be used uninitialized" once they are inlined here; they are fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace smoe {
 
@@ -153,11 +163,152 @@ void quantize_q6_k(const float* x, BlockQ6_K& b) {
 
 // ---- q2_K / q3_K ------------------------------------------------------------------------
 
+// The trial searches, scalar and AVX-512.
+// Both sum each trial's terms over the values in index order with the same operations (no
+// fused multiply-adds), so they give the same bits; the AVX-512 versions run one trial per
+// lane, 16 at a time (q2_K/q3_K quantization spent nearly all its time in these loops).
+
+// fit_scale's trials k < nt: levels L = clamp(nearest_int(iscale[k] x[i]), qmin, qmax),
+// sxl[k] = sum w x L and sll[k] = sum w L^2.
+void scale_trials_ref(const float* x, const float* w, int n, int qmin, int qmax, const float* iscale, int nt,
+                      double* sxl, double* sll) {
+  for (int k = 0; k < nt; ++k) {
+    sxl[k] = sll[k] = 0;
+    for (int i = 0; i < n; ++i) {
+      const int q = std::clamp(nearest_int(iscale[k] * x[i]), qmin, qmax);
+      sxl[k] += static_cast<double>(w[i]) * x[i] * q;
+      sll[k] += static_cast<double>(w[i]) * q * q;
+    }
+  }
+}
+
+// fit_scale_min's trials k < nt: levels Lq[i][k] = clamp(nearest_int(iscale[k] (x[i] - lo)),
+// 0, 3) and their sums sl = sum L, sll = sum L^2, sxl = sum x L.
+void min_trials_ref(const float* x, float lo, const float* iscale, int nt, int (*Lq)[16], double* sl, double* sll,
+                    double* sxl) {
+  for (int k = 0; k < nt; ++k) {
+    sl[k] = sll[k] = sxl[k] = 0;
+    for (int i = 0; i < 16; ++i) {
+      const int q = std::clamp(nearest_int(iscale[k] * (x[i] - lo)), 0, 3);
+      Lq[i][k] = q;
+      sl[k] += q;
+      sll[k] += q * q;
+      sxl[k] += static_cast<double>(x[i]) * q;
+    }
+  }
+}
+
+// The squared error of value ~ a L + b over the 16 values, L = Lq[i][k].
+double min_error(const float* x, const int (*Lq)[16], int k, float a, float b) {
+  double err = 0;
+  for (int i = 0; i < 16; ++i) {
+    const double e = a * static_cast<float>(Lq[i][k]) + b - x[i];
+    err += e * e;
+  }
+  return err;
+}
+
+#if defined(__x86_64__)
+bool quant_avx512() {
+  static const bool ok = __builtin_cpu_supports("avx512f");
+  return ok;
+}
+
+// The compiler may not fuse a product into the add that follows (GNU mode contracts).
+__attribute__((target("avx512f"), always_inline)) inline __m512d opaque(__m512d v) {
+  asm("" : "+v"(v));
+  return v;
+}
+__attribute__((target("avx512f"), always_inline)) inline __m512 opaque(__m512 v) {
+  asm("" : "+v"(v));
+  return v;
+}
+
+// nearest_int on 16 lanes.
+__attribute__((target("avx512f"), always_inline)) inline __m512i nearest_int16(__m512 v) {
+  const __m512 big = _mm512_set1_ps(1e9f), zero = _mm512_setzero_ps();
+  const __mmask16 in_range = _mm512_cmp_ps_mask(_mm512_abs_ps(v), big, _CMP_LT_OQ);
+  __m512 r = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ), big);
+  r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), _mm512_set1_ps(-1e9f));
+  v = _mm512_mask_mov_ps(r, in_range, v);
+  const __m512i t = _mm512_cvttps_epi32(v), one = _mm512_set1_epi32(1);
+  const __m512 f = _mm512_sub_ps(v, _mm512_cvtepi32_ps(t));
+  const __m512i up = _mm512_mask_add_epi32(t, _mm512_cmp_ps_mask(f, _mm512_set1_ps(0.5f), _CMP_GE_OQ), t, one);
+  return _mm512_mask_sub_epi32(up, _mm512_cmp_ps_mask(f, _mm512_set1_ps(-0.5f), _CMP_LE_OQ), up, one);
+}
+__attribute__((target("avx512f"), always_inline)) inline __m512i clamp16(__m512i q, int lo, int hi) {
+  return _mm512_max_epi32(_mm512_min_epi32(q, _mm512_set1_epi32(hi)), _mm512_set1_epi32(lo));
+}
+
+// scale_trials_ref for trials 0..15.
+__attribute__((target("avx512f"))) void scale_trials_avx512(const float* x, const float* w, int n, int qmin, int qmax,
+                                                            const float* iscale, double* sxl, double* sll) {
+  const __m512 is = _mm512_loadu_ps(iscale);
+  __m512d xl[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, ll[2] = {xl[0], xl[1]};
+  for (int i = 0; i < n; ++i) {
+    const __m512i q = clamp16(nearest_int16(_mm512_mul_ps(is, _mm512_set1_ps(x[i]))), qmin, qmax);
+    const __m512d wi = _mm512_set1_pd(w[i]), wx = _mm512_set1_pd(static_cast<double>(w[i]) * x[i]);
+    for (int h = 0; h < 2; ++h) {
+      const __m512d qd = _mm512_cvtepi32_pd(h ? _mm512_extracti64x4_epi64(q, 1) : _mm512_castsi512_si256(q));
+      xl[h] = _mm512_add_pd(xl[h], opaque(_mm512_mul_pd(wx, qd)));
+      ll[h] = _mm512_add_pd(ll[h], opaque(_mm512_mul_pd(opaque(_mm512_mul_pd(wi, qd)), qd)));
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    _mm512_storeu_pd(sxl + 8 * h, xl[h]);
+    _mm512_storeu_pd(sll + 8 * h, ll[h]);
+  }
+}
+
+// min_trials_ref for trials 0..15.
+__attribute__((target("avx512f"))) void min_trials_avx512(const float* x, float lo, const float* iscale, int (*Lq)[16],
+                                                          double* sl, double* sll, double* sxl) {
+  const __m512 is = _mm512_loadu_ps(iscale);
+  __m512d l1[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()}, l2[2] = {l1[0], l1[1]}, xl[2] = {l1[0], l1[1]};
+  for (int i = 0; i < 16; ++i) {
+    const __m512i q = clamp16(nearest_int16(_mm512_mul_ps(is, _mm512_set1_ps(x[i] - lo))), 0, 3);
+    _mm512_storeu_si512(Lq[i], q);
+    const __m512i qq = _mm512_mullo_epi32(q, q);
+    const __m512d xd = _mm512_set1_pd(x[i]);
+    for (int h = 0; h < 2; ++h) {
+      const __m512d qd = _mm512_cvtepi32_pd(h ? _mm512_extracti64x4_epi64(q, 1) : _mm512_castsi512_si256(q));
+      const __m512d qqd = _mm512_cvtepi32_pd(h ? _mm512_extracti64x4_epi64(qq, 1) : _mm512_castsi512_si256(qq));
+      l1[h] = _mm512_add_pd(l1[h], qd);
+      l2[h] = _mm512_add_pd(l2[h], qqd);
+      xl[h] = _mm512_add_pd(xl[h], opaque(_mm512_mul_pd(xd, qd)));
+    }
+  }
+  for (int h = 0; h < 2; ++h) {
+    _mm512_storeu_pd(sl + 8 * h, l1[h]);
+    _mm512_storeu_pd(sll + 8 * h, l2[h]);
+    _mm512_storeu_pd(sxl + 8 * h, xl[h]);
+  }
+}
+
+// min_error for trials 0..15 (a[k], b[k] per lane).
+__attribute__((target("avx512f"))) void min_errors_avx512(const float* x, const int (*Lq)[16], const float* a,
+                                                          const float* b, double* err) {
+  const __m512 av = _mm512_loadu_ps(a), bv = _mm512_loadu_ps(b);
+  __m512d acc[2] = {_mm512_setzero_pd(), _mm512_setzero_pd()};
+  for (int i = 0; i < 16; ++i) {
+    const __m512 l = _mm512_cvtepi32_ps(_mm512_loadu_si512(Lq[i]));
+    const __m512 e = _mm512_sub_ps(_mm512_add_ps(opaque(_mm512_mul_ps(av, l)), bv), _mm512_set1_ps(x[i]));
+    for (int h = 0; h < 2; ++h) {
+      const __m512d ed = _mm512_cvtps_pd(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)) : _mm512_castps512_ps256(e));
+      acc[h] = _mm512_add_pd(acc[h], opaque(_mm512_mul_pd(ed, ed)));
+    }
+  }
+  _mm512_storeu_pd(err, acc[0]);
+  _mm512_storeu_pd(err + 8, acc[1]);
+}
+#endif
+
 // The s minimising sum_i w[i] (x[i] - s L[i])^2 over integer L[i] in [qmin, qmax], found by
 // trying scales that map the value of largest magnitude to qmin or qmax times 0.6 .. 1.4,
 // each followed by the least-squares s for its L; then two rounds of re-rounding with the
-// best s. Fills L[n] and returns s (0, with L all 0, when x is all zero).
-float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* L) {
+// best s. Fills L[n] and returns s (0, with L all 0, when x is all zero). simd: the trials
+// on AVX-512 where the CPU has it (the same result).
+float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* L, bool simd) {
   const float amax = signed_absmax(x, n);
   if (amax == 0.f) {
     std::fill(L, L + n, 0);
@@ -176,18 +327,27 @@ float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* 
     *scale = sll > 0 ? static_cast<float>(sxl / sll) : 0.f;
     return sll > 0 ? sxl * sxl / sll : 0.0;
   };
-  int cand[kQK_K];
+  constexpr int kTrials = 17;  // scale factors 0.6, 0.65, .., 1.4
   double best_gain = -1;
   float best = 0.f;
   for (const int target : {qmin, qmax}) {
     if (target == 0) continue;
-    for (int k = -8; k <= 8; ++k) {
-      round_all(static_cast<float>(target) * (1.f + 0.05f * static_cast<float>(k)) / amax, cand);
-      float sc;
-      const double gain = solve(cand, &sc);
+    float iscale[kTrials];
+    double sxl[kTrials], sll[kTrials];
+    for (int k = 0; k < kTrials; ++k) iscale[k] = static_cast<float>(target) * (1.f + 0.05f * static_cast<float>(k - 8)) / amax;
+    int done = 0;
+#if defined(__x86_64__)
+    if (simd && quant_avx512()) {
+      scale_trials_avx512(x, w, n, qmin, qmax, iscale, sxl, sll);
+      done = 16;
+    }
+#endif
+    scale_trials_ref(x, w, n, qmin, qmax, iscale + done, kTrials - done, sxl + done, sll + done);
+    for (int k = 0; k < kTrials; ++k) {  // as solve()
+      const double gain = sll[k] > 0 ? sxl[k] * sxl[k] / sll[k] : 0.0;
       if (gain > best_gain) {
         best_gain = gain;
-        best = sc;
+        best = sll[k] > 0 ? static_cast<float>(sxl[k] / sll[k]) : 0.f;
       }
     }
   }
@@ -205,7 +365,7 @@ float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* 
 // A q2_K sub-block of 16 values: value ~ a * L - m with L in 0..3, a >= 0, m >= 0 (the
 // stored mins are unsigned), minimising the squared error. Candidate levels come from
 // rounding with scales around the range's, each followed by the least-squares (a, m).
-void fit_scale_min(const float* x, float* a_out, float* m_out) {
+void fit_scale_min(const float* x, float* a_out, float* m_out, bool simd) {
   constexpr int n = 16, nmax = 3;
   float lo = 0.f, hi = x[0];
   for (int i = 0; i < n; ++i) {
@@ -217,16 +377,11 @@ void fit_scale_min(const float* x, float* a_out, float* m_out) {
     *m_out = -lo;
     return;
   }
-  // Least-squares (a, b) for value ~ a L + b, with b <= 0 and a >= 0; returns the error.
-  auto solve = [&](const int* L, float* a, float* b) {
-    double sl = 0, sll = 0, sx = 0, sxl = 0, sxx = 0;
-    for (int i = 0; i < n; ++i) {
-      sl += L[i];
-      sll += L[i] * L[i];
-      sx += x[i];
-      sxl += static_cast<double>(x[i]) * L[i];
-      sxx += static_cast<double>(x[i]) * x[i];
-    }
+  double sx = 0;
+  for (int i = 0; i < n; ++i) sx += x[i];
+  // Least-squares (a, b) for value ~ a L + b, with b <= 0 and a >= 0, from the level sums
+  // sl = sum L, sll = sum L^2 and sxl = sum x L.
+  auto solve = [&](double sl, double sll, double sxl, float* a, float* b) {
     const double det = n * sll - sl * sl;
     double av = det > 0 ? (n * sxl - sl * sx) / det : 0.0, bv = det > 0 ? (sll * sx - sl * sxl) / det : sx / n;
     if (bv > 0) {  // offset must not be positive: fit a alone
@@ -239,38 +394,50 @@ void fit_scale_min(const float* x, float* a_out, float* m_out) {
     }
     *a = static_cast<float>(av);
     *b = static_cast<float>(bv);
-    double err = 0;
-    for (int i = 0; i < n; ++i) {
-      const double e = *a * L[i] + *b - x[i];
-      err += e * e;
-    }
-    return err;
   };
-  auto round_all = [&](float a, float b, int* L) {
-    for (int i = 0; i < n; ++i) L[i] = a > 0 ? std::clamp(nearest_int((x[i] - b) / a), 0, nmax) : 0;
-  };
-  int L[n];
+  // 13 trial scales (lanes 13-15 of the AVX-512 path run a zero scale and are ignored).
+  constexpr int kTrials = 13;
+  float iscale[16] = {}, a[16] = {}, b[16] = {};
+  int Lq[n][16];
+  double sl[16], sll[16], sxl[16], err[16];
+  for (int k = 0; k < kTrials; ++k) iscale[k] = (static_cast<float>(nmax) + 0.1f * static_cast<float>(k - 6)) / (hi - lo);
+#if defined(__x86_64__)
+  simd = simd && quant_avx512();
+  if (simd) min_trials_avx512(x, lo, iscale, Lq, sl, sll, sxl);
+#else
+  simd = false;
+#endif
+  if (!simd) min_trials_ref(x, lo, iscale, kTrials, Lq, sl, sll, sxl);
+  for (int k = 0; k < kTrials; ++k) solve(sl[k], sll[k], sxl[k], &a[k], &b[k]);
+#if defined(__x86_64__)
+  if (simd) min_errors_avx512(x, Lq, a, b, err);
+#endif
+  if (!simd)
+    for (int k = 0; k < kTrials; ++k) err[k] = min_error(x, Lq, k, a[k], b[k]);
   double best_err = INFINITY;
   float best_a = 0.f, best_b = 0.f;
-  for (int k = -6; k <= 6; ++k) {
-    const float iscale = (static_cast<float>(nmax) + 0.1f * static_cast<float>(k)) / (hi - lo);
-    for (int i = 0; i < n; ++i) L[i] = std::clamp(nearest_int(iscale * (x[i] - lo)), 0, nmax);
-    float a, b;
-    const double err = solve(L, &a, &b);
-    if (err < best_err) {
-      best_err = err;
-      best_a = a;
-      best_b = b;
+  for (int k = 0; k < kTrials; ++k)
+    if (err[k] < best_err) {
+      best_err = err[k];
+      best_a = a[k];
+      best_b = b[k];
     }
-  }
   for (int iter = 0; iter < 3; ++iter) {  // re-round with the best fit, refit
-    round_all(best_a, best_b, L);
-    float a, b;
-    const double err = solve(L, &a, &b);
-    if (!(err < best_err)) break;
-    best_err = err;
-    best_a = a;
-    best_b = b;
+    double s1 = 0, s2 = 0, s3 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int q = best_a > 0 ? std::clamp(nearest_int((x[i] - best_b) / best_a), 0, nmax) : 0;
+      Lq[i][0] = q;
+      s1 += q;
+      s2 += q * q;
+      s3 += static_cast<double>(x[i]) * q;
+    }
+    float a1, b1;
+    solve(s1, s2, s3, &a1, &b1);
+    const double e = min_error(x, Lq, 0, a1, b1);
+    if (!(e < best_err)) break;
+    best_err = e;
+    best_a = a1;
+    best_b = b1;
   }
   *a_out = best_a;
   *m_out = -best_b;
@@ -283,13 +450,13 @@ void pack_2bit(const uint8_t* L, uint8_t* qs) {
     qs[32 * (i / 128) + i % 32] |= static_cast<uint8_t>((L[i] & 3) << (2 * ((i % 128) / 32)));
 }
 
-void quantize_q2_k(const float* x, BlockQ2_K& b) {
+void quantize_q2_k(const float* x, BlockQ2_K& b, bool simd) {
   float scale[16], min[16];
-  for (int j = 0; j < 16; ++j) fit_scale_min(x + 16 * j, &scale[j], &min[j]);
+  for (int j = 0; j < 16; ++j) fit_scale_min(x + 16 * j, &scale[j], &min[j], simd);
   // Scales and mins to 4 bits, every sub-block weighted alike.
   const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   int sc[16], mn[16];
-  b.d = f32_to_f16(fit_scale(scale, ones, 16, 0, 15, sc));
+  b.d = f32_to_f16(fit_scale(scale, ones, 16, 0, 15, sc, simd));
   const float d = f16_to_f32(b.d);
   // Each min refitted to the scale actually stored (a sub-block whose scale rounds to 0
   // becomes the constant closest to its values, not its old min).
@@ -305,7 +472,7 @@ void quantize_q2_k(const float* x, BlockQ2_K& b) {
       min[j] = std::max(0.f, static_cast<float>(sum / 16));
     }
   }
-  b.dmin = f32_to_f16(fit_scale(min, ones, 16, 0, 15, mn));
+  b.dmin = f32_to_f16(fit_scale(min, ones, 16, 0, 15, mn, simd));
   for (int j = 0; j < 16; ++j) b.scales[j] = static_cast<uint8_t>(sc[j] | mn[j] << 4);
   const float dmin = f16_to_f32(b.dmin);
   uint8_t L[kQK_K];
@@ -319,19 +486,19 @@ void quantize_q2_k(const float* x, BlockQ2_K& b) {
   pack_2bit(L, b.qs);
 }
 
-void quantize_q3_k(const float* x, BlockQ3_K& b) {
+void quantize_q3_k(const float* x, BlockQ3_K& b, bool simd) {
   float scale[16], w_scale[16];
   int L[kQK_K];
   const float ones[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
   for (int j = 0; j < 16; ++j) {
-    scale[j] = fit_scale(x + 16 * j, ones, 16, -4, 3, L + 16 * j);
+    scale[j] = fit_scale(x + 16 * j, ones, 16, -4, 3, L + 16 * j, simd);
     // An error e in this scale moves value i by e * L[i].
     float sll = 0.f;
     for (int l = 0; l < 16; ++l) sll += static_cast<float>(L[16 * j + l] * L[16 * j + l]);
     w_scale[j] = std::max(sll, 1.f);
   }
   int sc[16];
-  b.d = f32_to_f16(fit_scale(scale, w_scale, 16, -32, 31, sc));
+  b.d = f32_to_f16(fit_scale(scale, w_scale, 16, -32, 31, sc, simd));
   std::memset(b.scales, 0, sizeof b.scales);
   for (int j = 0; j < 16; ++j) {
     const int v = sc[j] + 32;  // stored 6-bit value (dtype.h, q3k_scale)
@@ -359,9 +526,7 @@ void per_block(const float* src, uint8_t* dst, int64_t n, size_t block_elems, Fn
   }
 }
 
-}  // namespace
-
-void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n) {
+void quantize_row_impl(DType t, const float* src, uint8_t* dst, int64_t n, bool simd) {
   row_bytes(t, n);  // checks n is a whole number of blocks
   if (n == 0) return;
   switch (t) {
@@ -376,13 +541,20 @@ void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n) {
       return;
     case DType::Q8_0: return per_block<BlockQ8_0>(src, dst, n, kQK8_0, quantize_q8_0);
     case DType::Q4_0: return per_block<BlockQ4_0>(src, dst, n, kQK4_0, quantize_q4_0);
-    case DType::Q2_K: return per_block<BlockQ2_K>(src, dst, n, kQK_K, quantize_q2_k);
-    case DType::Q3_K: return per_block<BlockQ3_K>(src, dst, n, kQK_K, quantize_q3_k);
+    case DType::Q2_K:
+      return per_block<BlockQ2_K>(src, dst, n, kQK_K, [&](const float* x, BlockQ2_K& b) { quantize_q2_k(x, b, simd); });
+    case DType::Q3_K:
+      return per_block<BlockQ3_K>(src, dst, n, kQK_K, [&](const float* x, BlockQ3_K& b) { quantize_q3_k(x, b, simd); });
     case DType::Q4_K: return per_block<BlockQ4_K>(src, dst, n, kQK_K, quantize_q4_k);
     case DType::Q5_K: return per_block<BlockQ5_K>(src, dst, n, kQK_K, quantize_q5_k);
     case DType::Q6_K: return per_block<BlockQ6_K>(src, dst, n, kQK_K, quantize_q6_k);
   }
   fail("quantize_row: unsupported type ", static_cast<uint32_t>(t));
 }
+
+}  // namespace
+
+void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n) { quantize_row_impl(t, src, dst, n, true); }
+void quantize_row_ref(DType t, const float* src, uint8_t* dst, int64_t n) { quantize_row_impl(t, src, dst, n, false); }
 
 }  // namespace smoe

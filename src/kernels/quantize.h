@@ -14,5 +14,8 @@ namespace smoe {
 // dst[row_bytes(t, n)] = src[0..n) converted to `t` (n a whole number of blocks).
 // dst may be unaligned.
 void quantize_row(DType t, const float* src, uint8_t* dst, int64_t n);
+// The same, scalar throughout (q2_K/q3_K's scale-search trials otherwise run on AVX-512
+// where the CPU has it); equal bit for bit.
+void quantize_row_ref(DType t, const float* src, uint8_t* dst, int64_t n);
 
 }  // namespace smoe
