@@ -89,7 +89,8 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(
 // q + add on the bytes whose bit is set in the 64-bit mask at p (q3_K and q5_K high bits:
 // bit 4i + c of a mask for byte 4i + c of a value group). The mask is loaded straight into
 // a mask register: through a general register (memcpy, _cvtu64_mask64) GCC adds a kmovq
-// from it, one more vector-port uop per value group.
+// from it, one more vector-port uop per value group. (GCC's _load_mask64 takes a non-const
+// pointer; it only reads.)
 __attribute__((target("avx512f,avx512bw"), always_inline))
 inline __m512i add_masked(__m512i q, const uint8_t* p, __m512i add) {
   const __mmask64 m = _load_mask64(reinterpret_cast<__mmask64*>(const_cast<uint8_t*>(p)));
