@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libsentencepiece-dev nlohmann-json3-dev libcli11-dev libgtest-dev libhwy-dev
-      libcpp-httplib-dev)
+      libcpp-httplib-dev libbenchmark-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
