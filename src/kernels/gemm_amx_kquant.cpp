@@ -403,7 +403,7 @@ bool amx_kquant_supports(DType t, int64_t N, int64_t D) {
 }
 
 int64_t amx_kquant_min_tokens(DType t) {
-  return t == DType::Q2_K || t == DType::Q3_K ? 16 : t == DType::Q6_K ? 32 : 128;
+  return t == DType::Q2_K || t == DType::Q3_K ? 16 : t == DType::Q6_K ? 32 : 48;
 }
 
 void quantize_amx_activations(const float* x, int64_t T, int64_t D, AmxInt8Activations& out, ThreadPool* pool) {

@@ -34,14 +34,16 @@ class ThreadPool;
 // Whether this CPU and OS run AMX-INT8 tiles and they are not switched off (SMOE_AMX=0,
 // set_amx_enabled(false); see gemm_amx.h).
 bool amx_int8_available();
-// Whether gemm_amx_kquant takes repacked [N, D] weights of type t: q2_K or q6_K, N % 16 == 0,
-// D % 256 == 0, and amx_int8_available().
+// Whether gemm_amx_kquant takes repacked [N, D] weights of type t: a K-quant (q2_K..q6_K),
+// N % 16 == 0, D % 256 == 0, and amx_int8_available().
 bool amx_kquant_supports(DType t, int64_t N, int64_t D);
 // From how many tokens matmul takes the tiles for type t: the weights' planes are built once
 // per call and pay off only over enough tokens. One thread, 4096 x 4096, against the VNNI
-// kernels (Xeon, Emerald Rapids, 2026-12-06): q2_K 1.5x at 16 tokens, q3_K 1.2x at 16, q6_K
-// 1.1x at 32 and 1.6x at 64, q4_K 0.98x at 64 and 1.05-1.3x at 128, q5_K 1.2x at 64 and
-// 1.1-1.5x at 128; q4_K/q5_K 1.3-1.8x at 256-512.
+// kernels in the same run (Xeon, Emerald Rapids, 2026-12-06, with the vpmaddubsw plane
+// build; two to three runs each): q2_K 1.8x and q3_K 1.5x at 16 tokens; q6_K 0.83-1.03x at
+// 16, 1.02-1.13x at 24, 1.25-1.41x at 32; q4_K 0.86-0.98x at 32, 0.88-1.06x at 40,
+// 1.06-1.29x at 48, 1.13-1.21x at 64; q5_K 0.91-0.96x at 32, 0.96-0.98x at 40, 1.06-1.23x
+// at 48, 1.26-1.32x at 64; q4_K/q5_K 1.3-1.8x at 256-512.
 int64_t amx_kquant_min_tokens(DType t);
 
 // x[T, D] quantized per 256-value super-block and laid out as A tiles:
