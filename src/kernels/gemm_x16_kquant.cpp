@@ -213,8 +213,9 @@ void x16_values(DType t, const uint8_t* sb, int i, uint8_t* q) {
 // q6_K (18 bytes): d at 2i, int8 scale k at 32 + 16k + i.
 // q2_K (20 bytes): d at 2i, dmin at 32 + 2i, scale byte k at 64 + 16k + i.
 // q3_K (14 bytes): d at 2i, packed scale byte k at 32 + 16k + i.
+constexpr int kMaxHeaderBytes = 20;
 int header_bytes(DType t) {
-  return t == DType::Q2_K ? 20 : t == DType::Q3_K ? 14 : t == DType::Q6_K ? 18 : 16;
+  return t == DType::Q2_K ? kMaxHeaderBytes : t == DType::Q3_K ? 14 : t == DType::Q6_K ? 18 : 16;
 }
 std::pair<size_t, size_t> header_byte(DType t, int i, int k) {
   const auto si = static_cast<size_t>(i);
@@ -503,7 +504,7 @@ void repack_x16_kquant(DType t, const uint8_t* src, uint8_t* dst, int64_t N, int
   const size_t bb = layout(t).bytes / kGroup, rb = row_bytes(t, D);
   const int64_t nsb = D / kSuper;
   const int nh = header_bytes(t);
-  std::pair<size_t, size_t> header[kGroup][20];  // [row][byte]: {GGUF offset, repacked offset}
+  std::pair<size_t, size_t> header[kGroup][kMaxHeaderBytes];  // [row][byte]: {GGUF offset, repacked offset}
   for (int i = 0; i < kGroup; ++i)
     for (int k = 0; k < nh; ++k) header[i][k] = header_byte(t, i, k);
   alignas(64) uint8_t q[kGroup][kSuper];

@@ -8,9 +8,7 @@
 // quantization of those scales the same way, then round every value with the stored scales.
 #include "kernels/quantize.h"
 
-#if defined(__x86_64__)
 #include <immintrin.h>
-#endif
 
 #include <algorithm>
 #include <cmath>
@@ -208,7 +206,6 @@ double min_error(const float* x, const int (*Lq)[16], int k, float a, float b) {
   return err;
 }
 
-#if defined(__x86_64__)
 bool quant_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f");
   return ok;
@@ -301,7 +298,6 @@ __attribute__((target("avx512f"))) void min_errors_avx512(const float* x, const 
   _mm512_storeu_pd(err, acc[0]);
   _mm512_storeu_pd(err + 8, acc[1]);
 }
-#endif
 
 // The s minimising sum_i w[i] (x[i] - s L[i])^2 over integer L[i] in [qmin, qmax], found by
 // trying scales that map the value of largest magnitude to qmin or qmax times 0.6 .. 1.4,
@@ -336,12 +332,10 @@ float fit_scale(const float* x, const float* w, int n, int qmin, int qmax, int* 
     double sxl[kTrials], sll[kTrials];
     for (int k = 0; k < kTrials; ++k) iscale[k] = static_cast<float>(target) * (1.f + 0.05f * static_cast<float>(k - 8)) / amax;
     int done = 0;
-#if defined(__x86_64__)
     if (simd && quant_avx512()) {
       scale_trials_avx512(x, w, n, qmin, qmax, iscale, sxl, sll);
       done = 16;
     }
-#endif
     scale_trials_ref(x, w, n, qmin, qmax, iscale + done, kTrials - done, sxl + done, sll + done);
     for (int k = 0; k < kTrials; ++k) {  // as solve()
       const double gain = sll[k] > 0 ? sxl[k] * sxl[k] / sll[k] : 0.0;
@@ -401,18 +395,12 @@ void fit_scale_min(const float* x, float* a_out, float* m_out, bool simd) {
   int Lq[n][16];
   double sl[16], sll[16], sxl[16], err[16];
   for (int k = 0; k < kTrials; ++k) iscale[k] = (static_cast<float>(nmax) + 0.1f * static_cast<float>(k - 6)) / (hi - lo);
-#if defined(__x86_64__)
-  simd = simd && quant_avx512();
-  if (simd) min_trials_avx512(x, lo, iscale, Lq, sl, sll, sxl);
-#else
-  simd = false;
-#endif
-  if (!simd) min_trials_ref(x, lo, iscale, kTrials, Lq, sl, sll, sxl);
+  const bool vec = simd && quant_avx512();
+  if (vec) min_trials_avx512(x, lo, iscale, Lq, sl, sll, sxl);
+  else min_trials_ref(x, lo, iscale, kTrials, Lq, sl, sll, sxl);
   for (int k = 0; k < kTrials; ++k) solve(sl[k], sll[k], sxl[k], &a[k], &b[k]);
-#if defined(__x86_64__)
-  if (simd) min_errors_avx512(x, Lq, a, b, err);
-#endif
-  if (!simd)
+  if (vec) min_errors_avx512(x, Lq, a, b, err);
+  else
     for (int k = 0; k < kTrials; ++k) err[k] = min_error(x, Lq, k, a[k], b[k]);
   double best_err = INFINITY;
   float best_a = 0.f, best_b = 0.f;
