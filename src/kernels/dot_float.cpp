@@ -23,8 +23,14 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DFloat = hn::ScalableTag<float>;
 using VFloat = hn::Vec<DFloat>;
 
-// How far ahead of the current column each row's weights are prefetched.
+// How far ahead of the current column each row's weights are prefetched into L1; the same
+// column of the next pass's row (R rows on) is prefetched into L2 as well. On a Xeon
+// (Emerald Rapids, 2 threads, 1.2 GB of [14336, 4096] rows, one token, alternating in one
+// process) that second prefetch read f16 rows 9-14% faster and bf16 0-9% (median 3.5%);
+// into L3 instead, or one pass further, it gained less.
 constexpr int64_t kPrefetchBytes = 1024;
+// A prefetch into L2 (prefetcht1 on x86).
+HWY_INLINE void prefetch_l2(const uint8_t* p) { __builtin_prefetch(p, 0, 2); }
 
 template <DType kType>
 constexpr int64_t elem_bytes() {
@@ -80,7 +86,10 @@ void dot_pass(const uint8_t* w, size_t rb, const float* x, int64_t D, float* y, 
     for (int t = 0; t < T; ++t) xv[t] = hn::LoadU(d, x + t * D + i);
     for (int r = 0; r < R; ++r) {
       const uint8_t* row = w + r * rb;
-      if ((i * eb) % 64 == 0) hwy::Prefetch(row + i * eb + kPrefetchBytes);
+      if ((i * eb) % 64 == 0) {
+        hwy::Prefetch(row + i * eb + kPrefetchBytes);
+        prefetch_l2(row + R * rb + i * eb);
+      }
       const VFloat wv = load_weights<kType>(d, row, i);
       for (int t = 0; t < T; ++t) acc[r][t] = hn::MulAdd(wv, xv[t], acc[r][t]);
     }

@@ -44,7 +44,7 @@ void x16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64
     const uint8_t* blk[NG];
     for (int gi = 0; gi < NG; ++gi) {
       blk[gi] = wg + gi * stride + static_cast<size_t>(b) * gb;
-      x16::prefetch_ahead(blk[gi], gb);
+      x16::prefetch_ahead<NT>(blk[gi], gb);
     }
     // One vpdpbusd chain per token and group; a single token of a single group gets two
     // (value groups 0-3 and 4-7), halving the dependent latency that more chains hide anyway.

@@ -259,15 +259,15 @@ __attribute__((target("avx512f,avx512bw,avx512vl"), always_inline))
 inline __m512 q6k_scale(const uint8_t* sb, int k) { return int8_scales(sb + 32 + 16 * k); }
 
 // 32-value block jb of super-block s of NG row groups (at sb[gi]): its index b in the row,
-// each group's weights qb[gi] (the bytes kPrefetchBytes past them prefetched) and the
-// pass's activations xb (xq at its first token, see kx16_group).
+// each group's weights qb[gi] (prefetched ahead, see prefetch_ahead) and the
+// pass's activations xb (xq at its first token, see kx16_group), for a pass of NT tokens.
 template <DType kT, int NG>
 struct KBlock {
   int64_t b;
   const uint8_t* qb[NG];
   const int8_t* xb;
 };
-template <DType kT, int NG>
+template <DType kT, int NG, int NT>
 __attribute__((always_inline)) inline KBlock<kT, NG> kblock(const uint8_t* const* sb, int64_t s, int jb,
                                                             const int8_t* xq, int64_t Tpad) {
   constexpr KLayout L = layout(kT);
@@ -275,7 +275,7 @@ __attribute__((always_inline)) inline KBlock<kT, NG> kblock(const uint8_t* const
   k.b = s * 8 + jb;
   for (int gi = 0; gi < NG; ++gi) {
     k.qb[gi] = sb[gi] + L.values + L.block * jb;
-    x16::prefetch_ahead(k.qb[gi], L.block);
+    x16::prefetch_ahead<NT>(k.qb[gi], L.block);
   }
   k.xb = xq + 4 * k.b * 8 * Tpad;
   return k;
@@ -297,7 +297,7 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
   __m512 as[NT], am[NT];
   for (int t = 0; t < NT; ++t) as[t] = am[t] = _mm512_setzero_ps();
   for (int jb = 0; jb < 8; ++jb) {
-    const KBlock<kT, 1> k = kblock<kT, 1>(&sb, s, jb, xq, Tpad);
+    const KBlock<kT, 1> k = kblock<kT, 1, NT>(&sb, s, jb, xq, Tpad);
     const int64_t b = k.b;
     const uint8_t* qb = k.qb[0];
     const int8_t* xb = k.xb;
@@ -355,7 +355,7 @@ inline void kx16_q6_superblock(const uint8_t* sb, int64_t s, __m512 dv, const in
                                const int32_t* corr6, int64_t Tpad, __m512* acc) {
   const __m512i m4 = _mm512_set1_epi8(15);
   for (int jb = 0; jb < 8; ++jb) {
-    const KBlock<DType::Q6_K, 1> k = kblock<DType::Q6_K, 1>(&sb, s, jb, xq, Tpad);
+    const KBlock<DType::Q6_K, 1> k = kblock<DType::Q6_K, 1, NT>(&sb, s, jb, xq, Tpad);
     const int64_t b = k.b;
     const uint8_t* qb = k.qb[0];
     // Chain 0: values 0-15 (sub-block 2jb), chain 1: values 16-31 (sub-block 2jb + 1).
@@ -404,7 +404,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
     __m512 dv[NG];
     for (int gi = 0; gi < NG; ++gi) {
       sb[gi] = wg + gi * stride + static_cast<size_t>(s) * L.bytes;
-      x16::prefetch_ahead(sb[gi], L.values);
+      x16::prefetch_ahead<NT>(sb[gi], L.values);
       dv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi])));
     }
     if constexpr (low_bits(kT)) {  // one group at a time (these types run NG = 1)
@@ -420,7 +420,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
         kquant_scales_mins(sb[gi], sc[gi], mn[gi]);
       }
       for (int j = 0; j < 8; ++j) {
-        const KBlock<kT, NG> k = kblock<kT, NG>(sb, s, j, xq, Tpad);
+        const KBlock<kT, NG> k = kblock<kT, NG, NT>(sb, s, j, xq, Tpad);
         const int64_t b = k.b;
         // One chain per token and group; a single token of a single group gets two (low and
         // high nibbles).
