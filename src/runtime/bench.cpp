@@ -54,15 +54,23 @@ double decode_weight_bytes(const Model& m) {
 namespace {
 
 // Sum of the 8-byte words q[0, len): the widest loads this CPU has, two independent sums,
-// each 64-byte line prefetched 1 KB ahead (as the decode kernels do). Plain 8-byte sums were
-// instruction-bound on a 2.3 GHz Xeon: 17 GB/s from 2 cores against 25 with AVX-512 loads
-// and the prefetch, below what the decode kernels themselves read.
+// with or without software prefetches (each 64-byte line 4 KB ahead into L2 and 16 KB ahead
+// into L3, as the decode kernels do). Plain 8-byte sums were instruction-bound on a 2.3 GHz
+// Xeon: 17 GB/s from 2 cores against 25 with AVX-512 loads. Which prefetching reads fastest
+// varies by machine: on the 2026-12-06 Xeon (2 threads, 1 GiB, variants alternating in one
+// process, 3 x 12 runs) none and these two both read 26-28 GB/s (medians), where L1
+// prefetches 1 KB ahead, the probe's loop before, read 23-26, so the probe takes the best
+// of both loops.
+template <bool kPrefetch>
 __attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* q, size_t len) {
   __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
   size_t i = 0;
   for (; i + 16 <= len; i += 16) {
-    _mm_prefetch(reinterpret_cast<const char*>(q + i + 128), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(q + i + 136), _MM_HINT_T0);
+    if constexpr (kPrefetch)
+      for (size_t o : {size_t{512}, size_t{520}}) {  // 4 KB and 16 KB ahead, in words
+        _mm_prefetch(reinterpret_cast<const char*>(q + i + o), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(q + i + 4 * o), _MM_HINT_T2);
+      }
     a0 = _mm512_add_epi64(a0, _mm512_loadu_si512(q + i));
     a1 = _mm512_add_epi64(a1, _mm512_loadu_si512(q + i + 8));
   }
@@ -75,11 +83,15 @@ __attribute__((target("avx512f"))) uint64_t sum_words_avx512(const uint64_t* q, 
   for (; i < len; ++i) total += q[i];
   return total;
 }
+template <bool kPrefetch>
 __attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* q, size_t len) {
   __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
   size_t i = 0;
   for (; i + 8 <= len; i += 8) {
-    _mm_prefetch(reinterpret_cast<const char*>(q + i + 128), _MM_HINT_T0);
+    if constexpr (kPrefetch) {
+      _mm_prefetch(reinterpret_cast<const char*>(q + i + 512), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(q + i + 2048), _MM_HINT_T2);
+    }
     a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i)));
     a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + i + 4)));
   }
@@ -102,12 +114,15 @@ uint64_t sum_words_plain(const uint64_t* q, size_t len) {
   return a0 + a1 + a2 + a3;
 }
 
-// Sums every 8-byte word of [p, p + n) over the pool's threads; the leading bytes up to
-// 8-byte alignment and the tail are added one by one.
-uint64_t sum_words(ThreadPool& pool, const uint8_t* p, size_t n) {
-  static const auto sum_range = __builtin_cpu_supports("avx512f") ? sum_words_avx512
-                                : __builtin_cpu_supports("avx2")  ? sum_words_avx2
-                                                                  : sum_words_plain;
+// Sums every 8-byte word of [p, p + n) over the pool's threads, with the loop that
+// prefetches or the one that does not; the leading bytes up to 8-byte alignment and the tail
+// are added one by one.
+uint64_t sum_words(ThreadPool& pool, const uint8_t* p, size_t n, bool prefetch) {
+  using SumFn = uint64_t (*)(const uint64_t*, size_t);
+  static const SumFn sums[2] = {
+      __builtin_cpu_supports("avx512f") ? sum_words_avx512<false> : __builtin_cpu_supports("avx2") ? sum_words_avx2<false> : sum_words_plain,
+      __builtin_cpu_supports("avx512f") ? sum_words_avx512<true> : __builtin_cpu_supports("avx2") ? sum_words_avx2<true> : sum_words_plain};
+  const SumFn sum_range = sums[prefetch ? 1 : 0];
   uint64_t head = 0;
   size_t lead = (8 - reinterpret_cast<uintptr_t>(p) % 8) % 8;
   lead = std::min(lead, n);
@@ -137,7 +152,7 @@ double measure_read_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
-    sink = sink + sum_words(pool, mem.data(), n * sizeof(uint64_t));
+    sink = sink + sum_words(pool, mem.data(), n * sizeof(uint64_t), r % 2 == 1);
     best = std::max(best, static_cast<double>(n * sizeof(uint64_t)) / seconds_since(t0) / 1e9);
   }
   return best;
@@ -156,7 +171,7 @@ double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps)
   volatile uint64_t sink = 0;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = Clock::now();
-    for (const auto& [p, n] : ranges) sink = sink + sum_words(pool, p, n);
+    for (const auto& [p, n] : ranges) sink = sink + sum_words(pool, p, n, r % 2 == 1);
     best = std::max(best, static_cast<double>(total) / seconds_since(t0) / 1e9);
   }
   return best;

@@ -38,9 +38,10 @@ struct BenchResult {
 // Bytes of weights one decode step reads: attention, norms, router, the K used experts of
 // every layer (taking the mean expert size), the output matrix and one embedding row.
 double decode_weight_bytes(const Model& model);
-// Best of `reps` timed parallel reads over a buffer of `bytes` (GB/s, 1e9 bytes).
+// Best of `reps` timed parallel reads over a buffer of `bytes` (GB/s, 1e9 bytes), the reps
+// alternating between a loop without and one with software prefetches.
 double measure_read_bandwidth(ThreadPool& pool, size_t bytes = size_t(1) << 30, int reps = 5);
-// GB/s of reading every weight tensor of m once (best of reps passes).
+// GB/s of reading every weight tensor of m once (best of reps passes, alternating as above).
 double measure_weight_read_bandwidth(ThreadPool& pool, const Model& m, int reps = 4);
 // GB/s of the decode matrix-vector products (one token) over every matrix of m once, all
 // experts included (best of reps passes): what the kernels alone reach, against which the
