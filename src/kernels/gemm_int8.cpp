@@ -218,8 +218,9 @@ inline void block_terms_vnni(const uint8_t* row, const Int8Vector* const* xs, in
 // chains per token; one row at a time was bound by the chain's latency), unit by unit (a
 // block or super-block of each row in turn), and prefetch the same unit of the next pass's
 // rows into L2. Each row's arithmetic is the same whatever the pass. On the Xeon (2 threads,
-// rows as stored in the file, `smoe bench --no-repack`, every matrix at one token) the
-// kernels read q4_0 at 9.6 -> 20-24 GB/s (see the README).
+// the 2-layer Mixtral-shaped files, `smoe bench --load memory --no-repack`, builds
+// alternating) decode ran q4_0 at 14-18 -> 23-32 tokens/s, q8_0 12-14 -> 21-24, q6_K 11-14
+// -> 18-22, q5_K 13-14 -> 17-24, q4_K 14-17 -> 16-18 (see the README).
 constexpr int kPassRows = 4;
 
 // Prefetches into L2 the cache lines of [p, p + n) (n bytes of a unit of a row).
