@@ -285,7 +285,7 @@ namespace smoe {
 namespace {
 
 TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
-  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::Q2_K, DType::Q3_K}) {
     const int64_t blk = static_cast<int64_t>(dtype_info(t).block_elems);
     for (int64_t D = 0; D <= blk * (blk == 32 ? 9 : 3); D += blk) {
       for (size_t mis : {0, 1}) {

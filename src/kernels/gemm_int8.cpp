@@ -1,5 +1,6 @@
 // gemm_int8.cpp: products with int8 activations (see gemm_int8.h): batched tiles for
-// q8_0/q4_0 weights, and decode dot products for q8_0/q4_0/q4_K/q5_K/q6_K rows. The VNNI
+// q8_0/q4_0 weights, and decode dot products for q8_0/q4_0/q4_K/q5_K/q6_K rows (q2_K/q3_K
+// in dot_int8_lowk.cpp). The VNNI
 // kernels are compiled for AVX-512 VNNI with function target attributes and chosen at run
 // time (__builtin_cpu_supports); every other CPU runs the scalar references.
 #include "kernels/gemm_int8.h"
@@ -13,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/dot_int8_rows.h"
 #include "kernels/simd.h"
 
 // GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
@@ -23,6 +25,10 @@ namespace smoe {
 
 namespace {
 
+using int8dot::for_row_passes;
+using int8dot::for_token_groups;
+using int8dot::prefetch_unit;
+using int8dot::reduce_lanes;
 constexpr int64_t kBlock = 32;
 constexpr int64_t kTokVec = 16;  // tokens per 512-bit vector of int32 lanes
 constexpr int64_t kRows = 6;     // rows per micro tile
@@ -154,10 +160,6 @@ void reference_kernel(DType t, const uint8_t* w, int64_t n, const Int8Activation
     }
 }
 
-float reduce_lanes(const float* a) {
-  return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
-}
-
 void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* out) {
   const int64_t nb = x.D / kBlock;
   const size_t bb = dtype_info(t).block_bytes;
@@ -214,31 +216,8 @@ inline void block_terms_vnni(const uint8_t* row, const Int8Vector* const* xs, in
   }
 }
 
-// The decode kernels below take rows in passes of kPassRows (4 independent multiply-add
-// chains per token; one row at a time was bound by the chain's latency), unit by unit (a
-// block or super-block of each row in turn), and prefetch the same unit of the next pass's
-// rows into L2. Each row's arithmetic is the same whatever the pass. On the Xeon (2 threads,
-// the 2-layer Mixtral-shaped files, `smoe bench --load memory --no-repack`, builds
-// alternating) decode ran q4_0 at 14-18 -> 23-32 tokens/s, q8_0 12-14 -> 21-24, q6_K 11-14
-// -> 18-22, q5_K 13-14 -> 17-24, q4_K 14-17 -> 16-18 (see the README).
-constexpr int kPassRows = 4;
-
-// Prefetches into L2 the cache lines of [p, p + n) (n bytes of a unit of a row).
-inline void prefetch_unit(const uint8_t* p, size_t n) {
-  for (size_t o = 0; o < n; o += 64) _mm_prefetch(reinterpret_cast<const char*>(p + o), _MM_HINT_T1);
-  _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T1);
-}
-
-// Calls pass(std::integral_constant<int, R>, r0) for rows [r0, r0 + R) of n_rows: passes of
-// kPassRows, the rest one by one.
-template <class Pass>
-void for_row_passes(int64_t n_rows, Pass&& pass) {
-  int64_t r = 0;
-  for (; r + kPassRows <= n_rows; r += kPassRows) pass(std::integral_constant<int, kPassRows>{}, r);
-  for (; r < n_rows; ++r) pass(std::integral_constant<int, 1>{}, r);
-}
-
-// R rows of w (rb bytes apart) against NT token vectors; y[t * ldy + i] for row i.
+// R rows of w (rb bytes apart) against NT token vectors; y[t * ldy + i] for row i (rows in
+// passes, see dot_int8_rows.h).
 template <bool kQ8, int NT, int R>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 void dot_int8_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, float* y, int64_t ldy) {
@@ -498,20 +477,6 @@ void dot_q6k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
   });
 }
 
-// Calls kernel(std::integral_constant<int, NT>, t0) for the tokens in groups of up to 4:
-// the decode kernels take their token count as a template argument.
-template <class Kernel>
-void for_token_groups(int nt, Kernel&& kernel) {
-  for (int t0 = 0; t0 < nt; t0 += 4) {
-    switch (std::min(4, nt - t0)) {
-      case 4: kernel(std::integral_constant<int, 4>{}, t0); break;
-      case 3: kernel(std::integral_constant<int, 3>{}, t0); break;
-      case 2: kernel(std::integral_constant<int, 2>{}, t0); break;
-      default: kernel(std::integral_constant<int, 1>{}, t0); break;
-    }
-  }
-}
-
 }  // namespace
 
 void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
@@ -563,6 +528,8 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
       case DType::Q4_0: return dot_int8_vnni<false, nt()>(w, n_rows, x, yt, ldy);
       case DType::Q4_K: return dot_k45_vnni<false, nt()>(w, n_rows, x, yt, ldy);
       case DType::Q5_K: return dot_k45_vnni<true, nt()>(w, n_rows, x, yt, ldy);
+      case DType::Q2_K:
+      case DType::Q3_K: return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
       default: return dot_q6k_vnni<nt()>(w, n_rows, x, yt, ldy);
     }
   });
@@ -575,6 +542,7 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
     if (t == DType::Q4_K) dot_k45_ref_row<false>(w + static_cast<size_t>(r) * rb, x, &y[r]);
     else if (t == DType::Q5_K) dot_k45_ref_row<true>(w + static_cast<size_t>(r) * rb, x, &y[r]);
     else if (t == DType::Q6_K) dot_q6k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
+    else if (t == DType::Q2_K || t == DType::Q3_K) int8dot::dot_lowk_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
     else dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
   }
 }
@@ -693,7 +661,8 @@ bool int8_gemm_fast() {
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
 bool int8_dot_supports(DType t) {
-  return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K;
+  return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q2_K ||
+         t == DType::Q3_K;
 }
 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,

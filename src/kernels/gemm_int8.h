@@ -42,7 +42,7 @@ void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activati
 bool int8_gemm_fast();
 bool int8_gemm_supports(DType t);
 // Types with an int8-activation decode dot product (dot_rows_int8*): the above and the
-// K-quants q4_K, q5_K, q6_K.
+// K-quants q2_K, q3_K, q4_K, q5_K, q6_K.
 bool int8_dot_supports(DType t);
 
 // y[t * ldy + j] = sum over blocks b of d_w[j,b] * d_x[t,b] * (q_w[j,b] . q_x[t,b]) for
