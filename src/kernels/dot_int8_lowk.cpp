@@ -198,7 +198,7 @@ void dot_lowk_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* 
         pairs[static_cast<size_t>(i * np + p)].v[l] = xs[i]->d[static_cast<size_t>(2 * p + l / 8)];
   const ScalePair* dxp[4];
   for_token_groups(n_tokens, [&](auto nt, int t0) {
-    for (int i = 0; i < nt(); ++i) dxp[i] = &pairs[static_cast<size_t>((t0 + i) * np)];
+    for (int i = 0; i < nt(); ++i) dxp[i] = pairs.data() + (t0 + i) * np;  // data(): D may be 0
     for_row_passes(n_rows, [&](auto rows, int64_t r) {
       const uint8_t* wr = w + static_cast<size_t>(r) * rb;
       float* yr = y + t0 * ldy + r;

@@ -301,15 +301,21 @@ inline void k45_superblock_terms(const uint8_t* blk, const Int8Vector* const* xs
   uint16_t hd, hm;
   std::memcpy(&hd, blk, 2);
   std::memcpy(&hm, blk + 2, 2);
-  const float d = _cvtsh_ss(hd), dmin = _cvtsh_ss(hm);
-  alignas(32) float dsc[8], dm[8];
-  for (int j = 0; j < 8; ++j) {
-    uint8_t sc, m;
-    kquant_scale_min(j, blk + 4, &sc, &m);
-    dsc[j] = d * static_cast<float>(sc);
-    dm[j] = dmin * static_cast<float>(m);
-  }
-  const __m256 dscv = _mm256_load_ps(dsc), dmv = _mm256_load_ps(dm);
+  // d * sc_j in lanes 0-7 and dmin * m_j in lanes 8-15 (the bytes as kquant_scale_min
+  // unpacks them: the low 6 bits of q[j] and q[j + 4] for j < 4; for j >= 4 a nibble of
+  // q[j + 4] below the top 2 bits of q[j - 4] or q[j]). The 16 bytes from blk + 4 stay
+  // inside the super-block.
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+  const __m128i a = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i lo = _mm_or_si128(
+      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+      _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  const __m128i b = _mm_shuffle_epi8(q, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(b, 6), _mm_set1_epi8(3)), 4);
+  const __m512 scales = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_or_si128(lo, hi))),
+                                      _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm))));
+  const __m256 dscv = _mm512_castps512_ps256(scales);
+  const __m256 dmv = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(scales), 1));
   __m256 scale[NT];  // (d * sc_j) * dx_j for the 8 sub-blocks
   for (int t = 0; t < NT; ++t) {
     const Int8Vector& x = *xs[t];
