@@ -24,7 +24,8 @@ inline float reduce_lanes(const float* a) {
 // L2. Each row's arithmetic is the same whatever the pass. On the Xeon (2 threads, the
 // 2-layer Mixtral-shaped files, `smoe bench --load memory --no-repack`, builds alternating)
 // decode ran q4_0 at 14-18 -> 23-32 tokens/s, q8_0 12-14 -> 21-24, q6_K 11-14 -> 18-22,
-// q5_K 13-14 -> 17-24, q4_K 14-17 -> 16-18 (see the README).
+// q5_K 13-14 -> 17-24, q4_K 14-17 -> 16-18, and q4_K 22-29 with its scales unpacked by a
+// byte shuffle (see the README).
 constexpr int kPassRows = 4;
 
 // Prefetches into L2 the cache lines of [p, p + n) (n bytes of a unit of a row).
