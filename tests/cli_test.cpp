@@ -114,6 +114,30 @@ TEST(Cli, BenchReportsItsFigures) {
   auto model = load_model(test::fixture("models/tiny-mixtral-A-q8_0.gguf"));
   EXPECT_GT(j["weight_bytes_per_token"].get<double>(), static_cast<double>(model->output.nbytes));
   EXPECT_LT(j["weight_bytes_per_token"].get<double>(), static_cast<double>(model->file_bytes));
+  // --profile: one more decode of n-gen steps with each phase timed; its matrix products
+  // read the step's weights (all but the norms and the embedding row).
+  r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") +
+                     "' -p 0 -n 8 --reps 1 -t 2 --profile --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("decode profile:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("experts w1 w3"), std::string::npos) << r.out;
+  out = r.out;
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  j = nlohmann::json::parse(out.substr(out.rfind('\n') + 1));
+  ASSERT_TRUE(j.contains("decode_profile")) << r.out;
+  const nlohmann::json& prof = j["decode_profile"];
+  EXPECT_EQ(prof["steps"].get<int64_t>(), 8);
+  EXPECT_GT(prof["tokens_per_s"].get<double>(), 0);
+  double share = 0, mb = 0;
+  for (const auto& [name, phase] : prof["phases"].items()) {
+    share += phase["share"].get<double>();
+    mb += phase["weight_MB_per_step"].get<double>();
+  }
+  EXPECT_NEAR(share, 1.0, 1e-9);
+  const double weights_mb = j["weight_bytes_per_token"].get<double>() / 1e6;
+  EXPECT_LE(mb, weights_mb);
+  EXPECT_GT(mb, 0.9 * weights_mb);
+  EXPECT_GT(prof["phases"]["experts w2"]["weight_MB_per_step"].get<double>(), 0);
   r = test::run_smoe("bench -m '" + test::fixture("models/tiny-mixtral-A-q8_0.gguf") + "' -p 0 -n 0");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not both 0"), std::string::npos) << r.err;

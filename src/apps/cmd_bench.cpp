@@ -77,6 +77,26 @@ void run_bench_cmd(const BenchArgs& a) {
     std::printf("decode kernels:    %10.2f GB/s over every matrix at one token (%.1f %% of the bound)\n",
                 r.kernel_read_GBps, 100 * r.kernel_read_GBps / r.read_GBps);
   std::printf("peak memory:       %10.1f MiB\n", r.peak_rss_bytes / (1 << 20));
+  if (a.opts.profile && a.opts.n_gen > 0) {
+    const ForwardProfile& p = r.decode_profile;
+    const double steps = static_cast<double>(std::max<int64_t>(1, p.calls)), total = p.total_seconds();
+    std::printf("decode profile:    %lld steps at %.2f tokens/s, %.3f ms a step\n", (long long)p.calls,
+                r.profile_tokens_per_s, 1e3 * total / steps);
+    std::printf("  %-14s %9s %7s %10s %8s\n", "phase", "ms/step", "share", "MB/step", "GB/s");
+    nlohmann::json phases = nlohmann::json::object();
+    for (int i = 0; i < ForwardProfile::kPhases; ++i) {
+      const double ms = 1e3 * p.seconds[i] / steps, mb = p.bytes[i] / steps / 1e6;
+      const double gbps = p.seconds[i] > 0 ? p.bytes[i] / p.seconds[i] / 1e9 : 0;
+      const double share = total > 0 ? p.seconds[i] / total : 0;
+      if (mb > 0)
+        std::printf("  %-14s %9.3f %6.1f%% %10.2f %8.2f\n", ForwardProfile::name(i), ms, 100 * share, mb, gbps);
+      else
+        std::printf("  %-14s %9.3f %6.1f%% %10s %8s\n", ForwardProfile::name(i), ms, 100 * share, "-", "-");
+      phases[ForwardProfile::name(i)] = {{"ms_per_step", ms}, {"share", share}, {"weight_MB_per_step", mb},
+                                         {"GBps", gbps}};
+    }
+    j["decode_profile"] = {{"steps", p.calls}, {"tokens_per_s", r.profile_tokens_per_s}, {"phases", phases}};
+  }
   if (a.json) std::printf("%s\n", j.dump().c_str());
 }
 
@@ -94,6 +114,8 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--warmup", args->opts.warmup, "untimed passes before the timed ones")->capture_default_str();
   cmd->add_option("--seed", args->opts.seed, "seed for the random token ids")->capture_default_str();
   cmd->add_flag("--json", args->json, "also print one JSON object as the last line");
+  cmd->add_flag("--profile", args->opts.profile,
+                "after the timed runs, generate n-gen more tokens timing each phase of a decode step");
   cmd->callback([args] { run_bench_cmd(*args); });
 }
 

@@ -30,6 +30,27 @@ void route_top_k(const float* logits, int64_t n_experts, int64_t k, int32_t* ids
   softmax(weights, k);  // G(x) = Softmax(TopK(logits))
 }
 
+const char* ForwardProfile::name(int phase) {
+  static const char* const names[kPhases] = {"embedding", "norms",   "q k v",   "rope + cache", "attention",
+                                             "wo",        "router",  "gather",  "experts w1 w3", "silu",
+                                             "experts w2", "scatter", "output"};
+  return phase >= 0 && phase < kPhases ? names[phase] : "?";
+}
+
+double ForwardProfile::total_seconds() const {
+  double s = 0;
+  for (double v : seconds) s += v;
+  return s;
+}
+
+void Transformer::mark(ForwardProfile::Phase phase, double bytes) {
+  if (!profile) return;
+  const auto now = std::chrono::steady_clock::now();
+  profile->seconds[phase] += std::chrono::duration<double>(now - mark_).count();
+  profile->bytes[phase] += bytes;
+  mark_ = now;
+}
+
 KVCache::KVCache(const ModelConfig& c, int64_t n_ctx) : n_ctx_(n_ctx), kv_dim_(c.kv_dim()) {
   SMOE_CHECK(n_ctx > 0 && n_ctx <= c.max_seq_len, "context size ", n_ctx,
              " is out of range (expected 1..", c.max_seq_len, ", the model's context length)");
@@ -79,6 +100,10 @@ void Transformer::forward(std::span<const BatchSeq> batch, std::vector<float>& l
   tok_cache_.resize(static_cast<size_t>(T));
   tok_pos_.resize(static_cast<size_t>(T));
   out_rows_.clear();
+  if (profile) {
+    ++profile->calls;
+    mark_ = std::chrono::steady_clock::now();
+  }
   int64_t t = 0;
   for (const BatchSeq& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
@@ -98,6 +123,7 @@ void Transformer::forward(std::span<const BatchSeq> batch, std::vector<float>& l
     route_record->gates.assign(route_record->experts.size(), 0.f);
     route_record->router_logits.assign(static_cast<size_t>(c.n_layers * T * c.n_experts), 0.f);
   }
+  mark(ForwardProfile::kEmbed);
 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     attention(l, T);
@@ -109,8 +135,10 @@ void Transformer::forward(std::span<const BatchSeq> batch, std::vector<float>& l
   const int64_t n_out = static_cast<int64_t>(out_rows_.size());
   for (int64_t r = 0; r < n_out; ++r)
     rmsnorm(&x_[out_rows_[r] * D], model_.out_norm, c.norm_eps, &xn_[r * D], D);
+  mark(ForwardProfile::kNorms);
   logits.resize(static_cast<size_t>(n_out * V));
   matmul(model_.output, xn_.data(), logits.data(), n_out, pool);
+  mark(ForwardProfile::kOutput, static_cast<double>(model_.output.nbytes));
 }
 
 Session::Session(const Model& model, int64_t n_ctx) : transformer_(model), cache_(model.config, n_ctx) {}
@@ -118,6 +146,7 @@ Session::Session(const Model& model, int64_t n_ctx) : transformer_(model), cache
 void Session::forward(std::span<const int32_t> tokens, bool all_logits, std::vector<float>& logits) {
   transformer_.pool = pool;
   transformer_.route_record = route_record;
+  transformer_.profile = profile;
   const BatchSeq seq{&cache_, tokens, all_logits};
   transformer_.forward(std::span<const BatchSeq>(&seq, 1), logits);
 }
@@ -133,8 +162,10 @@ void Transformer::attention(int64_t layer, int64_t T) {
   if (static_cast<int64_t>(v_.size()) < T * kvd) v_.resize(static_cast<size_t>(T * kvd));
 
   for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.attn_norm, c.norm_eps, &xn_[t * D], D);
+  mark(ForwardProfile::kNorms);
   // q [T, H*hd], k and v [T, KV*hd]
   matmul_shared({&w.wq, &w.wk, &w.wv}, xn_.data(), {q_.data(), k_.data(), v_.data()}, T, pool);
+  mark(ForwardProfile::kQKV, static_cast<double>(w.wq.nbytes + w.wk.nbytes + w.wv.nbytes));
 
   // RoPE at each token's own position, then append K and V to its sequence's cache.
   int64_t max_pos = 0;
@@ -148,6 +179,7 @@ void Transformer::attention(int64_t layer, int64_t T) {
     std::copy_n(&k_[t * kvd], kvd, kc + pos * kvd);
     std::copy_n(&v_[t * kvd], kvd, vc + pos * kvd);
   }
+  mark(ForwardProfile::kRope);
 
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   // One task per (token, kv head): its `group` query heads share every key and value row
@@ -164,8 +196,10 @@ void Transformer::attention(int64_t layer, int64_t T) {
                       scale, &att_[t * qd + kvh * group * hd], hd);
     }
   });
+  mark(ForwardProfile::kAttention);
   matmul(w.wo, att_.data(), tmp_.data(), T, pool);  // [T, D]
   for (int64_t i = 0; i < T * D; ++i) x_[i] += tmp_[i];
+  mark(ForwardProfile::kWo, static_cast<double>(w.wo.nbytes));
 }
 
 void Transformer::moe(int64_t layer, int64_t T) {
@@ -173,6 +207,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
   const LayerWeights& w = model_.layers[static_cast<size_t>(layer)];
   const int64_t D = c.dim, F = c.hidden_dim, E = c.n_experts, K = c.n_experts_used;
   for (int64_t t = 0; t < T; ++t) rmsnorm(&x_[t * D], w.ffn_norm, c.norm_eps, &xn_[t * D], D);
+  mark(ForwardProfile::kNorms);
 
   // Route: top-K experts per token and their gates.
   top_ids_.resize(static_cast<size_t>(T * K));
@@ -192,6 +227,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
     if (c.has_router)
       std::copy_n(router_logits_.begin(), T * E, route_record->router_logits.begin() + layer * T * E);
   }
+  mark(ForwardProfile::kRouter, c.has_router ? static_cast<double>(w.router.nbytes) : 0.0);
 
   // Group (token, slot) pairs by expert: counts, prefix-sum offsets, expert-major gather.
   counts_.assign(static_cast<size_t>(E), 0);
@@ -215,6 +251,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
       slot_gate_[s] = gates_[t * K + j];
       std::copy_n(&xn_[t * D], D, &xg_[s * D]);
     }
+  mark(ForwardProfile::kGather);
 
   // One SwiGLU per selected expert over its tokens: W2 (SiLU(W1 x) * W3 x).
   for (int64_t e = 0; e < E; ++e) {
@@ -224,8 +261,11 @@ void Transformer::moe(int64_t layer, int64_t T) {
     const ExpertWeights& ex = w.experts[static_cast<size_t>(e)];
     const int64_t s0 = offsets_[e];
     matmul_shared({&ex.w1, &ex.w3}, &xg_[s0 * D], {&h1_[s0 * F], &h3_[s0 * F]}, n, pool);  // [n, F] each
+    mark(ForwardProfile::kExpertUp, static_cast<double>(ex.w1.nbytes + ex.w3.nbytes));
     silu_mul(&h1_[s0 * F], &h3_[s0 * F], n * F);
+    mark(ForwardProfile::kSilu);
     matmul(ex.w2, &h1_[s0 * F], &yg_[s0 * D], n, pool);  // [n, D]
+    mark(ForwardProfile::kExpertDown, static_cast<double>(ex.w2.nbytes));
   }
 
   // Weighted scatter back onto the residual stream.
@@ -234,6 +274,7 @@ void Transformer::moe(int64_t layer, int64_t T) {
     const float g = slot_gate_[s];
     for (int64_t i = 0; i < D; ++i) x[i] += g * yg_[s * D + i];
   }
+  mark(ForwardProfile::kScatter);
 }
 
 }  // namespace smoe

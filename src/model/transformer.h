@@ -5,6 +5,7 @@
 // Legend: T tokens in this call (all sequences), D dim, V vocab, E experts, K experts used
 // per token, H heads, KV kv heads, hd head dim, F expert hidden, C context (cache) size.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -54,6 +55,34 @@ struct BatchSeq {
   bool all_logits = false;  // logits for every new token, or only the last
 };
 
+// Where forward() spends its time, summed over calls while Transformer::profile points at
+// one: wall seconds per phase and the weight bytes its matrix products read. Phases run one
+// after another (each matrix product is one parallel loop over all threads), so the
+// seconds add up to the calls' time.
+struct ForwardProfile {
+  enum Phase {
+    kEmbed,       // embedding rows
+    kNorms,       // attention, feed-forward and final RMSNorm
+    kQKV,         // q, k, v projections (with the activations' quantization)
+    kRope,        // rotary embedding, appending K and V to the cache
+    kAttention,   // softmax(q k^T) v over the cache
+    kWo,          // output projection and residual add
+    kRouter,      // router logits, top-K and gates
+    kGather,      // grouping (token, slot) pairs by expert
+    kExpertUp,    // w1 and w3 of the selected experts
+    kSilu,        // SiLU(w1 x) * w3 x
+    kExpertDown,  // w2 of the selected experts
+    kScatter,     // gated sum back onto the residual stream
+    kOutput,      // output matrix (logits)
+    kPhases
+  };
+  static const char* name(int phase);
+  double seconds[kPhases] = {};
+  double bytes[kPhases] = {};  // weight bytes read by the phase's matrix products
+  int64_t calls = 0;
+  double total_seconds() const;
+};
+
 class Transformer {
  public:
   explicit Transformer(const Model& model);
@@ -67,6 +96,7 @@ class Transformer {
 
   ThreadPool* pool = nullptr;         // threads to run on (null: caller only); not owned
   RouteRecord* route_record = nullptr;  // when set, filled with the routing of each call
+  ForwardProfile* profile = nullptr;    // when set, each call's phases are timed into it
   // Tokens each expert has computed since construction: [L, E]. Experts a token is not
   // routed to are never computed, so these equal the routing counts.
   std::vector<int64_t> expert_tokens;
@@ -74,6 +104,9 @@ class Transformer {
  private:
   void attention(int64_t layer, int64_t T);
   void moe(int64_t layer, int64_t T);
+  // Closes the phase running since the last mark (adding `bytes` of weights to it) and
+  // starts the next; a no-op without a profile.
+  void mark(ForwardProfile::Phase phase, double bytes = 0);
 
   const Model& model_;
   // Per token of the current batch: its cache and position.
@@ -85,6 +118,7 @@ class Transformer {
   std::vector<int32_t> top_ids_, counts_, offsets_, slot_token_;   // [T, K], [E], [E+1], [T*K]
   std::vector<float> slot_gate_, xg_, h1_, h3_, yg_;               // expert-major [T*K, *]
   std::vector<int64_t> out_rows_;                                  // tokens whose logits are wanted
+  std::chrono::steady_clock::time_point mark_;                     // start of the current phase
 };
 
 // One sequence: a KV cache and a Transformer.
@@ -104,6 +138,7 @@ class Session {
   // Forwarded to the Transformer on each call (see there).
   ThreadPool* pool = nullptr;
   RouteRecord* route_record = nullptr;
+  ForwardProfile* profile = nullptr;
   const std::vector<int64_t>& expert_tokens() const { return transformer_.expert_tokens; }
 
  private:

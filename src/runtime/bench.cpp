@@ -256,6 +256,19 @@ BenchResult run_bench(const Model& model, ThreadPool& pool, const BenchOptions& 
       tg.push_back(static_cast<double>(o.n_gen) / seconds_since(t0));
     }
   }
+  if (o.profile && o.n_gen > 0) {
+    session.reset();
+    int32_t next[1] = {c.bos_id};
+    session.forward(next, false, logits);
+    session.profile = &r.decode_profile;
+    const auto t0 = Clock::now();
+    for (int64_t i = 0; i < o.n_gen; ++i) {
+      next[0] = tok(rng);
+      session.forward(next, false, logits);
+    }
+    r.profile_tokens_per_s = static_cast<double>(o.n_gen) / seconds_since(t0);
+    session.profile = nullptr;
+  }
   r.pp_tokens_per_s = Stats::of(pp);
   r.tg_tokens_per_s = Stats::of(tg);
   r.weight_bytes_per_token = decode_weight_bytes(model);

@@ -7,6 +7,7 @@
 
 #include "core/thread_pool.h"
 #include "model/model.h"
+#include "model/transformer.h"
 
 namespace smoe {
 
@@ -17,6 +18,9 @@ struct BenchOptions {
   // Untimed passes first, so the timed ones find the weights paged in and caches warm.
   int warmup = 1;
   uint64_t seed = 1;
+  // After the timed runs, one more generation of n_gen tokens with each phase of the
+  // forward pass timed (BenchResult::decode_profile).
+  bool profile = false;
 };
 
 struct Stats {
@@ -33,6 +37,8 @@ struct BenchResult {
   double kernel_read_GBps = 0;   // read rate of the decode kernels over the model's matrices
   double roofline_fraction = 0;  // tg tokens/s x bytes per token / bandwidth
   double peak_rss_bytes = 0;
+  ForwardProfile decode_profile;  // with BenchOptions::profile: n_gen decode steps
+  double profile_tokens_per_s = 0;  // that run's speed (timing each phase costs under 1 us a step)
 };
 
 // Bytes of weights one decode step reads: attention, norms, router, the K used experts of
