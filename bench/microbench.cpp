@@ -48,7 +48,7 @@ void Decode(benchmark::State& state, DType t) {
   repack_x16(t, rows.data(), packed.data(), N, D);
   const std::vector<float> x = gaussian(D, 2);
   Int8Activations xa;
-  quantize_activations(x.data(), 1, D, xa, 1);
+  quantize_activations(x.data(), 1, D, xa, 1, nullptr, /*superblocks=*/true);
   std::vector<float> y(N);
   for (auto _ : state) {
     gemm_x16(t, packed.data(), groups, xa, y.data(), N);

@@ -134,12 +134,20 @@ TEST(GemmX16, KQuantKernelEqualsItsReferenceBitForBit) {
           repack_x16(t, w.data(), p.data(), N, D);
           const std::vector<float> x = randn(static_cast<size_t>(T * D), 5 + static_cast<uint64_t>(T));
           Int8Activations xa;
-          quantize_activations(x.data(), T, D, xa, 1);
+          quantize_activations(x.data(), T, D, xa, 1, nullptr, /*superblocks=*/true);
           std::vector<float> y(static_cast<size_t>(T * N), -7.f), yr(y.size(), -9.f);
           gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
           gemm_x16_kquant_ref(t, w.data(), N, xa, yr.data(), N);
           ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0)
               << dtype_name(t) << " D=" << D << " N=" << N << " T=" << T;
+          if (x16_gfni_active()) {  // q2_K/q3_K planes: also the shifts GFNI replaces
+            set_x16_gfni_enabled(false);
+            std::fill(y.begin(), y.end(), -7.f);
+            gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
+            set_x16_gfni_enabled(true);
+            ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0)
+                << dtype_name(t) << " D=" << D << " N=" << N << " T=" << T << " without GFNI";
+          }
         }
       }
     }
@@ -154,8 +162,9 @@ TEST(GemmX16, KQuantReferenceMatchesFloatDots) {
     const int64_t N = 16, D = 512, T = 3;
     const std::vector<uint8_t> w = make_rows(t, N, D, 17);
     const std::vector<float> x = randn(static_cast<size_t>(T * D), 19);
-    Int8Activations xa;
-    quantize_activations(x.data(), T, D, xa, 16);  // padding tokens must be ignored
+    Int8Activations xa;  // q2_K/q3_K take the super-block quantization
+    quantize_activations(x.data(), T, D, xa, 16, nullptr, true);  // padding tokens must be ignored
+    const bool sb = t == DType::Q2_K || t == DType::Q3_K;
     std::vector<float> y(static_cast<size_t>(T * N));
     gemm_x16_kquant_ref(t, w.data(), N, xa, y.data(), N);
     std::vector<float> row(static_cast<size_t>(D));
@@ -165,8 +174,9 @@ TEST(GemmX16, KQuantReferenceMatchesFloatDots) {
         double dq = 0, dot = 0, mag = 0;
         for (int64_t i = 0; i < D; ++i) {
           const int64_t b = i / 32, v = i % 32;
-          const double xi = static_cast<double>(xa.d[static_cast<size_t>(b * xa.Tpad + k)]) *
-                            xa.q[static_cast<size_t>(((b * 8 + v / 4) * xa.Tpad + k) * 4 + v % 4)];
+          const size_t qi = static_cast<size_t>(((b * 8 + v / 4) * xa.Tpad + k) * 4 + v % 4);
+          const double xi = sb ? static_cast<double>(xa.d256[static_cast<size_t>(i / 256 * xa.Tpad + k)]) * xa.q256[qi]
+                               : static_cast<double>(xa.d[static_cast<size_t>(b * xa.Tpad + k)]) * xa.q[qi];
           const double wi = row[static_cast<size_t>(i)];
           dq += wi * xi;
           dot += wi * x[static_cast<size_t>(k * D + i)];

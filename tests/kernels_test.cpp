@@ -206,9 +206,23 @@ TEST(Kernels, ActivationQuantizationEqualsItsReference) {
         if (T > 1)  // amax 127: every value n + 0.5 is an exact tie, rounded to even
           for (int64_t k = 0; k < 32; ++k) x[static_cast<size_t>(D + k)] = k == 0 ? 127.f : static_cast<float>(k) - 15.5f;
         Int8Activations a, b;
-        quantize_activations(x.data(), T, D, a, pad, &pool);
-        quantize_activations_ref(x.data(), T, D, b, pad);
+        const bool superblocks = D % 256 == 0;
+        quantize_activations(x.data(), T, D, a, pad, &pool, superblocks);
+        quantize_activations_ref(x.data(), T, D, b, pad, superblocks);
         ASSERT_EQ(a.Tpad, b.Tpad);
+        if (superblocks) {  // per 256 values (the repacked q2_K/q3_K kernels)
+          const size_t n = static_cast<size_t>(D * a.Tpad);
+          ASSERT_EQ(std::memcmp(a.q256.data(), b.q256.data(), n), 0) << "D=" << D << " T=" << T;
+          ASSERT_EQ(std::memcmp(a.d256.data(), b.d256.data(), n / 256 * 4), 0);
+          ASSERT_EQ(std::memcmp(a.sum16.data(), b.sum16.data(), n / 16 * 4), 0);
+          int32_t s0 = 0;  // token 0's first sub-block sum, its scale from the super-block's amax
+          float amax = 0.f;
+          for (int64_t k = 0; k < 256; ++k) amax = std::max(amax, std::fabs(x[static_cast<size_t>(k)]));
+          for (int64_t k = 0; k < 16; ++k) s0 += b.q256[static_cast<size_t>((k / 4 * b.Tpad) * 4 + k % 4)];
+          EXPECT_EQ(b.sum16[0], s0);
+          EXPECT_EQ(b.d256[0], amax / 127.f);
+          if (pad == 16 && T == 5) EXPECT_EQ(b.d256[static_cast<size_t>(T)], 0.f);  // a padding token
+        }
         const size_t nl = static_cast<size_t>(D / 32 * a.Tpad);
         ASSERT_EQ(std::memcmp(a.q.data(), b.q.data(), static_cast<size_t>(D * a.Tpad)), 0) << "D=" << D << " T=" << T;
         ASSERT_EQ(std::memcmp(a.d.data(), b.d.data(), nl * 4), 0);

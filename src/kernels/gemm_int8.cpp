@@ -555,13 +555,24 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
 
 namespace {
 
+constexpr int kSuperBlock = 256;
+
 // Sizes out for T tokens padded to pad_to (grow-only buffers).
-void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
+void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to, bool superblocks) {
   SMOE_CHECK(D % kBlock == 0, "int8 activations: row of ", D, " values is not a whole number of 32-value blocks");
+  SMOE_CHECK(!superblocks || D % kSuperBlock == 0, "int8 activations: row of ", D,
+             " values is not a whole number of 256-value super-blocks");
   SMOE_CHECK(pad_to >= 1, "int8 activations: padding to multiples of ", pad_to);
   out.T = T;
   out.D = D;
   out.Tpad = (T + pad_to - 1) / pad_to * pad_to;
+  out.superblocks = superblocks;
+  if (superblocks) {
+    const size_t n = static_cast<size_t>(D * out.Tpad);
+    if (out.q256.size() < n) out.q256.resize(n);
+    if (out.d256.size() < n / kSuperBlock) out.d256.resize(n / kSuperBlock);
+    if (out.sum16.size() < n / 16) out.sum16.resize(n / 16);
+  }
   const size_t nl = static_cast<size_t>(D / kBlock * out.Tpad);
   if (out.q.size() < static_cast<size_t>(D * out.Tpad)) out.q.resize(static_cast<size_t>(D * out.Tpad));
   for (auto* v : {&out.d, &out.dsum}) if (v->size() < nl) v->resize(nl);
@@ -587,6 +598,64 @@ __attribute__((always_inline)) inline void store_block(Int8Activations& out, int
   out.dsum16[static_cast<size_t>((b * 2) * Tpad + t)] = d * static_cast<float>(half0);
   out.dsum16[static_cast<size_t>((b * 2 + 1) * Tpad + t)] = d * static_cast<float>(half1);
   for (int g = 0; g < 8; ++g) std::memcpy(&out.q[static_cast<size_t>(((b * 8 + g) * Tpad + t) * 4)], q + 4 * g, 4);
+}
+
+// Super-block s of token t quantized per 256 values (q[256], scale d; zeros for padding
+// tokens) stored into q256, d256 and sum16.
+__attribute__((always_inline)) inline void store_superblock(Int8Activations& out, int64_t t, int64_t s,
+                                                            const int8_t* q, float d, const int32_t* sums) {
+  const int64_t Tpad = out.Tpad;
+  out.d256[static_cast<size_t>(s * Tpad + t)] = d;
+  for (int k = 0; k < 16; ++k) out.sum16[static_cast<size_t>((s * 16 + k) * Tpad + t)] = sums[k];
+  for (int g = 0; g < kSuperBlock / 4; ++g)  // 4-value groups, laid out as q
+    std::memcpy(&out.q256[static_cast<size_t>(((s * 64 + g) * Tpad + t) * 4)], q + 4 * g, 4);
+}
+
+// Tokens [t0, t1) per super-block, scalar.
+void quantize_superblocks_ref(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t s = 0; s < out.D / kSuperBlock; ++s) {
+      int8_t q[kSuperBlock] = {};
+      float d = 0.f;
+      int32_t sums[16] = {};
+      if (t < out.T) {
+        const float* xs = x + t * out.D + s * kSuperBlock;
+        float amax = 0.f;
+        for (int i = 0; i < kSuperBlock; ++i) amax = std::max(amax, std::fabs(xs[i]));
+        d = amax / 127.f;
+        const float id = d != 0.f ? 1.f / d : 0.f;
+        for (int i = 0; i < kSuperBlock; ++i) {
+          q[i] = static_cast<int8_t>(std::nearbyint(xs[i] * id));
+          sums[i / 16] += q[i];
+        }
+      }
+      store_superblock(out, t, s, q, d, sums);
+    }
+}
+
+// The same with AVX-512 (equal bit for bit: the same max, division, product and
+// round-to-nearest-even conversion).
+__attribute__((target("avx512f,avx512bw,avx512vl")))
+void quantize_superblocks_avx512(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t s = 0; s < out.D / kSuperBlock; ++s) {
+      alignas(64) int8_t q[kSuperBlock] = {};
+      float d = 0.f;
+      int32_t sums[16] = {};
+      if (t < out.T) {
+        const float* xs = x + t * out.D + s * kSuperBlock;
+        __m512 m = _mm512_setzero_ps();
+        for (int i = 0; i < kSuperBlock; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + i)));
+        d = _mm512_reduce_max_ps(m) / 127.f;
+        const __m512 idv = _mm512_set1_ps(d != 0.f ? 1.f / d : 0.f);
+        for (int k = 0; k < 16; ++k) {
+          const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 16 * k), idv));
+          _mm_store_si128(reinterpret_cast<__m128i*>(q + 16 * k), _mm512_cvtsepi32_epi8(v));
+          sums[k] = _mm512_reduce_add_epi32(v);
+        }
+      }
+      store_superblock(out, t, s, q, d, sums);
+    }
 }
 
 // Tokens [t0, t1) (padding tokens: t >= T), scalar.
@@ -643,19 +712,23 @@ void quantize_tokens_avx512(const float* x, Int8Activations& out, int64_t t0, in
 }  // namespace
 
 void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to,
-                          ThreadPool* pool) {
-  size_activations(T, D, out, pad_to);
+                          ThreadPool* pool, bool superblocks) {
+  size_activations(T, D, out, pad_to, superblocks);
   const bool fast = int8_gemm_fast();
   // Tokens write disjoint bytes of every buffer: split them over the threads.
   parallel_for(pool, out.Tpad, 4, [&](int64_t t0, int64_t t1) {
     if (fast) quantize_tokens_avx512(x, out, t0, t1);
     else quantize_tokens_ref(x, out, t0, t1);
+    if (superblocks && fast) quantize_superblocks_avx512(x, out, t0, t1);
+    else if (superblocks) quantize_superblocks_ref(x, out, t0, t1);
   });
 }
 
-void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to) {
-  size_activations(T, D, out, pad_to);
+void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to,
+                              bool superblocks) {
+  size_activations(T, D, out, pad_to, superblocks);
   quantize_tokens_ref(x, out, 0, out.Tpad);
+  if (superblocks) quantize_superblocks_ref(x, out, 0, out.Tpad);
 }
 
 bool int8_gemm_fast() {

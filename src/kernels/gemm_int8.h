@@ -25,18 +25,27 @@ class ThreadPool;
 // each 16-value half (q6_K's offset of 32, one per 16-value sub-block; q3_K takes corr6 / 8
 // for its offset of 4), dsum16[D/32][2][Tpad] = d * float(sum of q over each 16-value half)
 // (q2_K's min terms).
+// With superblocks (D a multiple of 256; the repacked q2_K/q3_K kernels, gemm_x16.h) x is
+// also quantized per 256-value super-block (scale amax/127, round to nearest, as llama.cpp's
+// q8_K and the AMX K-quant activations): q256 laid out as q, d256[D/256][Tpad] the scales,
+// sum16[D/16][Tpad] the sum of q256 over each 16-value sub-block.
 struct Int8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<int8_t> q;
   std::vector<float> d, dsum, dsum16;
   std::vector<int32_t> corr8, corr4, corr6;
+  bool superblocks = false;
+  std::vector<int8_t> q256;
+  std::vector<float> d256;
+  std::vector<int32_t> sum16;
 };
 // Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels
 // read no padding and take 1). Tokens are split over pool's threads when one is given;
 // AVX-512 where the CPU has it, equal bit for bit to the scalar quantize_activations_ref.
 void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16,
-                          ThreadPool* pool = nullptr);
-void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16);
+                          ThreadPool* pool = nullptr, bool superblocks = false);
+void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activations& out, int64_t pad_to = 16,
+                              bool superblocks = false);
 
 // Whether this CPU runs the VNNI kernel, and whether `t` has an int8 path at all.
 bool int8_gemm_fast();

@@ -48,14 +48,14 @@
 //     acc = fma(isum, (d * sc_j) * dx, acc); acc = fma(-(dmin * m_j), dsum_b, acc)
 //   q6_K, 16-value halves h = 0, 1: isum = sum q * x_q + corr6 (= sum (q - 32) x_q),
 //     acc = fma(isum, (d * sc_{2b+h}) * dx, acc)
-// and for q2_K/q3_K per super-block, as = am = 0, in order over its 16-value sub-blocks
-// k = 2b + h (h = 0, 1; corr6 and dsum16 of that half), then acc = fma(d, as, acc) and
-// (q2_K) acc = fma(-dmin, am, acc):
+// and for q2_K/q3_K, on activations quantized per 256-value super-block s (Int8Activations
+// superblocks: q256, scale dx = d256, sub-block sums xsum_k = sum16), per super-block, with
+// integer sums over its 16-value sub-blocks k (exact):
+//   q2_K, q in 0..3: C = sum_k sc_k * (sum q * x_q), M = sum_k m_k * xsum_k,
+//     acc = fma(C, d * dx, acc); acc = fma(M, -dmin * dx, acc)
 //   q3_K, q = low + 4 * high in 0..7, sc_k the stored 6-bit scale (q3k_scale):
-//     isum = sum q * x_q + corr6 / 8 (= sum (q - 4) x_q, exact),
-//     as = fma(isum, (sc_k - 32) * dx, as)
-//   q2_K, q in 0..3: isum = sum q * x_q,
-//     as = fma(isum, sc_k * dx, as); am = fma(m_k, dsum16, am)
+//     C = sum_k (sc_k - 32) * (sum (q - 4) x_q), acc = fma(C, d * dx, acc)
+// which is gemm_amx_kquant's arithmetic: the two give the same bits on the same input.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -137,5 +137,9 @@ void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Acti
                      int64_t ldy);
 void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                          int64_t ldy);
+// q2_K/q3_K planes are unpacked with GFNI affine transforms where the CPU has GFNI (same
+// results); tests switch that off to run the shift path too.
+void set_x16_gfni_enabled(bool on);
+bool x16_gfni_active();
 
 }  // namespace smoe
