@@ -582,7 +582,7 @@ void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to
 }
 
 // Block b of token t: its 32 values q (zeros for padding tokens), scale and sums stored.
-// Inlined, also into the AVX-512 quantizer: called there, GCC left the upper halves of the
+// Inlined (as all of these helpers), also into the AVX-512 quantizer: called there, GCC left the upper halves of the
 // vector registers dirty before this function's SSE code, and the transition stalls made it
 // the costliest part of activation quantization (perf).
 __attribute__((always_inline)) inline void store_block(Int8Activations& out, int64_t b, int64_t t, const int8_t* q, float d, int32_t half0, int32_t half1) {
@@ -611,103 +611,68 @@ __attribute__((always_inline)) inline void store_superblock(Int8Activations& out
     std::memcpy(&out.q256[static_cast<size_t>(((s * 64 + g) * Tpad + t) * 4)], q + 4 * g, 4);
 }
 
-// Tokens [t0, t1) per super-block, scalar.
-void quantize_superblocks_ref(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t s = 0; s < out.D / kSuperBlock; ++s) {
-      int8_t q[kSuperBlock] = {};
-      float d = 0.f;
-      int32_t sums[16] = {};
-      if (t < out.T) {
-        const float* xs = x + t * out.D + s * kSuperBlock;
-        float amax = 0.f;
-        for (int i = 0; i < kSuperBlock; ++i) amax = std::max(amax, std::fabs(xs[i]));
-        d = amax / 127.f;
-        const float id = d != 0.f ? 1.f / d : 0.f;
-        for (int i = 0; i < kSuperBlock; ++i) {
-          q[i] = static_cast<int8_t>(std::nearbyint(xs[i] * id));
-          sums[i / 16] += q[i];
-        }
-      }
-      store_superblock(out, t, s, q, d, sums);
-    }
+// The N values at xs as int8 q[N] (scale amax / 127, round to nearest even) and each 16
+// values' sum of q added to sums[N / 16]; returns the scale. Scalar.
+template <int N>
+float quantize_values_ref(const float* xs, int8_t* q, int32_t* sums) {
+  float amax = 0.f;
+  for (int i = 0; i < N; ++i) amax = std::max(amax, std::fabs(xs[i]));
+  const float d = amax / 127.f, id = d != 0.f ? 1.f / d : 0.f;
+  for (int i = 0; i < N; ++i) {
+    q[i] = static_cast<int8_t>(std::nearbyint(xs[i] * id));
+    sums[i / 16] += q[i];
+  }
+  return d;
 }
 
-// The same with AVX-512 (equal bit for bit: the same max, division, product and
-// round-to-nearest-even conversion).
-__attribute__((target("avx512f,avx512bw,avx512vl")))
-void quantize_superblocks_avx512(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t s = 0; s < out.D / kSuperBlock; ++s) {
-      alignas(64) int8_t q[kSuperBlock] = {};
-      float d = 0.f;
-      int32_t sums[16] = {};
-      if (t < out.T) {
-        const float* xs = x + t * out.D + s * kSuperBlock;
-        __m512 m = _mm512_setzero_ps();
-        for (int i = 0; i < kSuperBlock; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + i)));
-        d = _mm512_reduce_max_ps(m) / 127.f;
-        const __m512 idv = _mm512_set1_ps(d != 0.f ? 1.f / d : 0.f);
-        for (int k = 0; k < 16; ++k) {
-          const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 16 * k), idv));
-          _mm_store_si128(reinterpret_cast<__m128i*>(q + 16 * k), _mm512_cvtsepi32_epi8(v));
-          sums[k] = _mm512_reduce_add_epi32(v);
-        }
-      }
-      store_superblock(out, t, s, q, d, sums);
-    }
+// The same with AVX-512, equal bit for bit: the same max, division, product and
+// round-to-nearest-even conversion. q 16-byte aligned.
+template <int N>
+__attribute__((target("avx512f,avx512bw,avx512vl"), always_inline)) inline float quantize_values_avx512(
+    const float* xs, int8_t* q, int32_t* sums) {
+  __m512 m = _mm512_setzero_ps();
+  for (int i = 0; i < N; i += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(xs + i)));
+  const float d = _mm512_reduce_max_ps(m) / 127.f;
+  const __m512 idv = _mm512_set1_ps(d != 0.f ? 1.f / d : 0.f);
+  for (int k = 0; k < N / 16; ++k) {
+    const __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xs + 16 * k), idv));
+    _mm_store_si128(reinterpret_cast<__m128i*>(q + 16 * k), _mm512_cvtsepi32_epi8(v));
+    sums[k] += _mm512_reduce_add_epi32(v);
+  }
+  return d;
 }
 
-// Tokens [t0, t1) (padding tokens: t >= T), scalar.
+// Token t (a padding token when t >= T: zeros) per 32-value block and, with out.superblocks,
+// per 256-value super-block, with Quant one of the two above. A macro: the scalar and the
+// AVX-512 loop must be separate functions (only the second may hold AVX-512 code), and
+// GCC does not inline target-attributed code into a function template without the target.
+#define SMOE_QUANTIZE_TOKEN(Quant)                                                  \
+  do {                                                                              \
+    for (int64_t b = 0; b < out.D / kBlock; ++b) {                                  \
+      alignas(64) int8_t q[kBlock] = {};                                            \
+      float d = 0.f;                                                                \
+      int32_t half[2] = {0, 0};                                                     \
+      if (t < out.T) d = Quant<kBlock>(x + t * out.D + b * kBlock, q, half);        \
+      store_block(out, b, t, q, d, half[0], half[1]);                               \
+    }                                                                               \
+    for (int64_t s = 0; out.superblocks && s < out.D / kSuperBlock; ++s) {          \
+      alignas(64) int8_t q[kSuperBlock] = {};                                       \
+      float d = 0.f;                                                                \
+      int32_t sums[16] = {};                                                        \
+      if (t < out.T) d = Quant<kSuperBlock>(x + t * out.D + s * kSuperBlock, q, sums); \
+      store_superblock(out, t, s, q, d, sums);                                      \
+    }                                                                               \
+  } while (0)
+
+// Tokens [t0, t1), scalar and with AVX-512.
 void quantize_tokens_ref(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
-  const int64_t nb = out.D / kBlock;
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t b = 0; b < nb; ++b) {
-      int8_t q[kBlock] = {};
-      float d = 0.f;
-      int32_t half[2] = {0, 0};
-      if (t < out.T) {
-        const float* xb = x + t * out.D + b * kBlock;
-        float amax = 0.f;
-        for (int64_t k = 0; k < kBlock; ++k) amax = std::max(amax, std::fabs(xb[k]));
-        d = amax / 127.f;
-        const float id = d != 0.f ? 1.f / d : 0.f;
-        for (int64_t k = 0; k < kBlock; ++k) {
-          q[k] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
-          half[k / 16] += q[k];
-        }
-      }
-      store_block(out, b, t, q, d, half[0], half[1]);
-    }
+  for (int64_t t = t0; t < t1; ++t) SMOE_QUANTIZE_TOKEN(quantize_values_ref);
 }
-
-// The same with AVX-512 (equal bit for bit: the same max, division, product, and
-// round-to-nearest-even conversion).
 __attribute__((target("avx512f,avx512bw,avx512vl")))
 void quantize_tokens_avx512(const float* x, Int8Activations& out, int64_t t0, int64_t t1) {
-  const int64_t nb = out.D / kBlock;
-  for (int64_t t = t0; t < t1; ++t)
-    for (int64_t b = 0; b < nb; ++b) {
-      alignas(64) int8_t q[kBlock] = {};
-      float d = 0.f;
-      int32_t half[2] = {0, 0};
-      if (t < out.T) {
-        const float* xb = x + t * out.D + b * kBlock;
-        const __m512 v0 = _mm512_loadu_ps(xb), v1 = _mm512_loadu_ps(xb + 16);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
-        d = amax / 127.f;
-        const float id = d != 0.f ? 1.f / d : 0.f;
-        const __m512 idv = _mm512_set1_ps(id);
-        const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, idv));
-        const __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, idv));
-        _mm_store_si128(reinterpret_cast<__m128i*>(q), _mm512_cvtsepi32_epi8(i0));
-        _mm_store_si128(reinterpret_cast<__m128i*>(q + 16), _mm512_cvtsepi32_epi8(i1));
-        half[0] = _mm512_reduce_add_epi32(i0);
-        half[1] = _mm512_reduce_add_epi32(i1);
-      }
-      store_block(out, b, t, q, d, half[0], half[1]);
-    }
+  for (int64_t t = t0; t < t1; ++t) SMOE_QUANTIZE_TOKEN(quantize_values_avx512);
 }
+#undef SMOE_QUANTIZE_TOKEN
 
 }  // namespace
 
@@ -719,8 +684,6 @@ void quantize_activations(const float* x, int64_t T, int64_t D, Int8Activations&
   parallel_for(pool, out.Tpad, 4, [&](int64_t t0, int64_t t1) {
     if (fast) quantize_tokens_avx512(x, out, t0, t1);
     else quantize_tokens_ref(x, out, t0, t1);
-    if (superblocks && fast) quantize_superblocks_avx512(x, out, t0, t1);
-    else if (superblocks) quantize_superblocks_ref(x, out, t0, t1);
   });
 }
 
@@ -728,7 +691,6 @@ void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activati
                               bool superblocks) {
   size_activations(T, D, out, pad_to, superblocks);
   quantize_tokens_ref(x, out, 0, out.Tpad);
-  if (superblocks) quantize_superblocks_ref(x, out, 0, out.Tpad);
 }
 
 bool int8_gemm_fast() {
