@@ -283,20 +283,13 @@ __attribute__((always_inline)) inline KBlock<kT, NG> kblock(const uint8_t* const
 }
 
 // Bit pair p of each byte of v as a value 0..3 (a q2_K/q3_K plane, gemm_x16.h). With GFNI one
-// affine transform per plane (matrix byte 7 - i selects result bit i: bits 2p and 2p + 1 to
-// bits 0 and 1) instead of a shift and an and: in one process, one thread on L1-resident
-// q2_K rows, 1.12x (q3_K 1.10x) over the shifts; at the model level tg q2_K rose 1-14% in 4
-// alternating rounds. Written as inline assembly, so that this file needs no GFNI target
-// (the VNNI kernels also run on CPUs without it, e.g. Cascade Lake).
+// affine transform per plane instead of a shift and an and: in one process, one thread on
+// L1-resident q2_K rows, 1.12x (q3_K 1.10x) over the shifts; at the model level tg q2_K rose
+// 1-17% in 4 alternating rounds.
 template <bool kGfni>
 __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i plane2(__m512i v, int p, __m512i m3) {
   if (p == 0) return _mm512_and_si512(v, m3);
-  if constexpr (kGfni) {
-    const __m512i a = _mm512_set1_epi64(static_cast<long long>((uint64_t{1} << (2 * p)) << 56 | (uint64_t{2} << (2 * p)) << 48));
-    __m512i q;
-    asm("vgf2p8affineqb $0, %[a], %[v], %[q]" : [q] "=v"(q) : [a] "v"(a), [v] "v"(v));
-    return q;
-  }
+  if constexpr (kGfni) return x16::gf2_affine(v, x16::bit_pair_move(2 * p, 0));
   return _mm512_and_si512(_mm512_srli_epi16(v, 2 * p), m3);
 }
 
@@ -381,7 +374,7 @@ inline void kx16_low_superblock(const uint8_t* sb, int64_t s, __m512 dv, const i
 
 // q6_K: super-block s (at sb, d of its 16 rows in dv) against the NT tokens of a pass: xq,
 // dx and corr6 point at the first token's (see kx16_group), acc[t] their sums.
-template <int NT>
+template <int NT, bool kGfni>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c"), always_inline))
 inline void kx16_q6_superblock(const uint8_t* sb, int64_t s, __m512 dv, const int8_t* xq, const float* dx,
                                const int32_t* corr6, int64_t Tpad, __m512* acc) {
@@ -400,8 +393,8 @@ inline void kx16_q6_superblock(const uint8_t* sb, int64_t s, __m512 dv, const in
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
       const __m512i v = x16::load_once(qb + 64 * g);
-      const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), high2(h0, g));
-      const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), high2(h1, g));
+      const __m512i lo = _mm512_or_si512(_mm512_and_si512(v, m4), x16::high2_at<kGfni>(h0, g));
+      const __m512i hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), x16::high2_at<kGfni>(h1, g));
       x16::dot_nibble_planes<NT, 1, 2>(si, 0, 1, &lo, &hi, k.xb, g, Tpad);
     }
     const __m512 sca = _mm512_mul_ps(dv, q6k_scale(sb, 2 * jb));
@@ -445,7 +438,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
       for (int gi = 0; gi < NG; ++gi)
         kx16_low_superblock<kT, NT, kGfni>(sb[gi], s, dv[gi], xq, dx256, sum16, Tpad, acc[gi]);
     } else if constexpr (kT == DType::Q6_K) {  // one group at a time (q6_K runs NG = 1)
-      for (int gi = 0; gi < NG; ++gi) kx16_q6_superblock<NT>(sb[gi], s, dv[gi], xq, dx, corr6, Tpad, acc[gi]);
+      for (int gi = 0; gi < NG; ++gi) kx16_q6_superblock<NT, kGfni>(sb[gi], s, dv[gi], xq, dx, corr6, Tpad, acc[gi]);
     } else {
       __m512 dmv[NG];
       alignas(64) uint8_t sc[NG][128], mn[NG][128];
@@ -596,6 +589,7 @@ void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Acti
   else if (t == DType::Q3_K) kx16_groups<DType::Q3_K>(w, n_groups, x, y, ldy);
   else if (t == DType::Q4_K) kx16_groups<DType::Q4_K>(w, n_groups, x, y, ldy);
   else if (t == DType::Q5_K) kx16_groups<DType::Q5_K>(w, n_groups, x, y, ldy);
+  else if (gfni) kx16_groups<DType::Q6_K, true>(w, n_groups, x, y, ldy);
   else kx16_groups<DType::Q6_K>(w, n_groups, x, y, ldy);
 }
 

@@ -99,6 +99,28 @@ __attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2(
   const __m512i s = f == 0 ? _mm512_slli_epi16(h, 4) : f == 1 ? _mm512_slli_epi16(h, 2) : f == 2 ? h : _mm512_srli_epi16(h, 2);
   return _mm512_and_si512(s, _mm512_set1_epi8(0x30));
 }
+// GFNI affine transform of every byte of v by the bit matrix a (vgf2p8affineqb, no constant):
+// bit i of a result byte is the parity of byte 7 - i of a AND the source byte. Inline
+// assembly, so the kernels keep their AVX-512 VNNI target and also build for CPUs without
+// GFNI; callers choose the GFNI instantiation at run time (x16_gfni_active).
+__attribute__((target("avx512f"), always_inline)) inline __m512i gf2_affine(__m512i v, uint64_t a) {
+  const __m512i m = _mm512_set1_epi64(static_cast<long long>(a));
+  __m512i r;
+  asm("vgf2p8affineqb $0, %[m], %[v], %[r]" : [r] "=v"(r) : [m] "v"(m), [v] "v"(v));
+  return r;
+}
+// The matrix that moves bits s and s + 1 of each byte to bits d and d + 1 and clears the rest.
+constexpr uint64_t bit_pair_move(int s, int d) {
+  return (uint64_t{1} << s) << (8 * (7 - d)) | (uint64_t{2} << s) << (8 * (6 - d));
+}
+// high2 with one affine transform where kGfni (fields 0, 1 and 3 otherwise take a shift and
+// an and; field 2 an and either way).
+template <bool kGfni>
+__attribute__((target("avx512f,avx512bw"), always_inline)) inline __m512i high2_at(__m512i h, int f) {
+  if (kGfni && f != 2) return gf2_affine(h, bit_pair_move(2 * f, 4));
+  return high2(h, f);
+}
+
 // q + add on the bytes whose bit is set in the 64-bit mask at p (q3_K and q5_K high bits:
 // bit 4i + c of a mask for byte 4i + c of a value group). The mask is loaded straight into
 // a mask register: through a general register (memcpy, _cvtu64_mask64) GCC adds a kmovq
