@@ -46,8 +46,9 @@ def run(cmd, what):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--types", default="q4_0,q8_0,f16,bf16,q6_K,q5_K,q4_K,q2_K",
-                    help=f"comma-separated weight types (of {','.join(TYPES)}); q3_K takes ~25 min to make")
+    ap.add_argument("--types", default=",".join(TYPES),
+                    help=f"comma-separated weight types (of {','.join(TYPES)}); each file takes 0.5-2.5 min "
+                         "to make on 2 cores (q2_K/q3_K the longest)")
     ap.add_argument("--dir", default="/tmp/smoe-speed", help="where the model files are kept (made when missing)")
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--config", default=os.path.join(FIXTURES, "configs", "mixtral-8x7b-v0.1.config.json"))
