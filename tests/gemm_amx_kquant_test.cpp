@@ -123,8 +123,8 @@ TEST(GemmAmxKquant, KernelEqualsReferenceBitForBit) {
 // Each result is the exact dot with the activations rounded to multiples of their block's
 // scale dx, so its error against the double-precision dot is at most sum |w| dx / 2 (plus
 // float32 rounding of the scaled sums). On Gaussian activations the mean error stays within
-// 1.6x of the VNNI path's (32-value activation blocks; for q2_K/q3_K the VNNI kernels also
-// quantize per super-block and give the same bits).
+// 1.6x of the VNNI path's (32-value activation blocks; q2_K/q3_K, and q4_K at one token,
+// the VNNI kernels also quantize per super-block and give the same bits).
 TEST(GemmAmxKquant, WithinTheActivationRoundingBound) {
   SKIP_WITHOUT_AMX_INT8();
   const int64_t N = 64, D = 2048, T = 40;
@@ -135,8 +135,8 @@ TEST(GemmAmxKquant, WithinTheActivationRoundingBound) {
     quantize_amx_activations(x.data(), T, D, xa, nullptr);
     std::vector<float> y(static_cast<size_t>(T * N)), yv(y.size());
     gemm_amx_kquant(t, w.packed.data(), N / 16, xa, y.data(), N);
-    Int8Activations xv;
-    quantize_activations(x.data(), T, D, xv, 1, nullptr, true);
+    Int8Activations xv;  // as matmul quantizes them for T tokens
+    quantize_activations(x.data(), T, D, xv, 1, nullptr, x16_superblock_activations(t, T));
     gemm_x16(t, w.packed.data(), N / 16, xv, yv.data(), N);
     double err = 0, err_vnni = 0;
     for (int64_t tk = 0; tk < T; ++tk)
@@ -169,7 +169,7 @@ TEST(GemmAmxKquant, MatmulUsesTilesFromTheThreshold) {
     const TensorView v = packed_view(t, w, N, D);
     const int64_t from = amx_kquant_min_tokens(t);
     EXPECT_GE(from, 16);
-    for (int64_t T : {from - 1, from, from + 34}) {
+    for (int64_t T : {int64_t{1}, from - 1, from, from + 34}) {
       const std::vector<float> x = randn(static_cast<size_t>(T * D), 32 + static_cast<uint64_t>(T));
       std::vector<float> y(static_cast<size_t>(T * N)), y1(y.size()), yoff(y.size()), yt(y.size()), yv(y.size());
       matmul(v, x.data(), y.data(), T, &pool);
@@ -180,14 +180,16 @@ TEST(GemmAmxKquant, MatmulUsesTilesFromTheThreshold) {
       AmxInt8Activations xa;
       quantize_amx_activations(x.data(), T, D, xa, nullptr);
       gemm_amx_kquant(t, w.packed.data(), N / 16, xa, yt.data(), N);
+      const bool sb = x16_superblock_activations(t, T);
       Int8Activations xv;
-      quantize_activations(x.data(), T, D, xv, 1, nullptr, true);
+      quantize_activations(x.data(), T, D, xv, 1, nullptr, sb);
       gemm_x16(t, w.packed.data(), N / 16, xv, yv.data(), N);
       const std::string what = std::string(dtype_name(t)) + " T=" + std::to_string(T);
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << what;
-      if (t == DType::Q2_K || t == DType::Q3_K) {
-        // The VNNI kernels' q2_K/q3_K arithmetic is the tiles' (activations per super-block,
-        // exact integer sums per super-block): the same bits either side of the threshold.
+      if (sb) {
+        // The VNNI kernels' arithmetic on activations quantized per super-block (q2_K/q3_K,
+        // and q4_K at one token) is the tiles' (exact integer sums per super-block): the
+        // same bits either side of the threshold.
         EXPECT_EQ(std::memcmp(y.data(), yt.data(), y.size() * 4), 0) << what;
         EXPECT_EQ(std::memcmp(y.data(), yv.data(), y.size() * 4), 0) << what;
       } else {

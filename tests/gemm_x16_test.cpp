@@ -62,6 +62,13 @@ TEST(GemmX16, SupportsOnlyWholeGroupsOfQ8AndQ4) {
 constexpr DType kAllTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q2_K, DType::Q3_K,
                                DType::Q4_K, DType::Q5_K, DType::Q6_K};
 constexpr DType kKTypes[] = {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+// The activation quantizations the K-quant kernels take for t (superblocks = false, true):
+// q2_K/q3_K need super-blocks, q4_K takes either (two arithmetics), q5_K/q6_K per 32 values.
+std::vector<bool> superblock_modes(DType t) {
+  if (t == DType::Q2_K || t == DType::Q3_K) return {true};
+  if (t == DType::Q4_K) return {false, true};
+  return {false};
+}
 
 // Repacking only moves bits: rows of arbitrary bytes (every scale, mask and value bit
 // random, not only what a quantizer writes) come back unchanged.
@@ -133,20 +140,22 @@ TEST(GemmX16, KQuantKernelEqualsItsReferenceBitForBit) {
           std::vector<uint8_t> p(w.size());
           repack_x16(t, w.data(), p.data(), N, D);
           const std::vector<float> x = randn(static_cast<size_t>(T * D), 5 + static_cast<uint64_t>(T));
-          Int8Activations xa;
-          quantize_activations(x.data(), T, D, xa, 1, nullptr, /*superblocks=*/true);
-          std::vector<float> y(static_cast<size_t>(T * N), -7.f), yr(y.size(), -9.f);
-          gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
-          gemm_x16_kquant_ref(t, w.data(), N, xa, yr.data(), N);
-          ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0)
-              << dtype_name(t) << " D=" << D << " N=" << N << " T=" << T;
-          if (x16_gfni_active()) {  // q2_K/q3_K planes: also the shifts GFNI replaces
-            set_x16_gfni_enabled(false);
-            std::fill(y.begin(), y.end(), -7.f);
+          for (bool sb : superblock_modes(t)) {
+            const std::string what = std::string(dtype_name(t)) + " D=" + std::to_string(D) + " N=" +
+                                     std::to_string(N) + " T=" + std::to_string(T) + (sb ? " per-256" : "");
+            Int8Activations xa;
+            quantize_activations(x.data(), T, D, xa, 1, nullptr, sb);
+            std::vector<float> y(static_cast<size_t>(T * N), -7.f), yr(y.size(), -9.f);
             gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
-            set_x16_gfni_enabled(true);
-            ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0)
-                << dtype_name(t) << " D=" << D << " N=" << N << " T=" << T << " without GFNI";
+            gemm_x16_kquant_ref(t, w.data(), N, xa, yr.data(), N);
+            ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << what;
+            if (x16_gfni_active()) {  // q2_K/q3_K planes, q6_K high bits: also the shifts GFNI replaces
+              set_x16_gfni_enabled(false);
+              std::fill(y.begin(), y.end(), -7.f);
+              gemm_x16(t, p.data(), N / 16, xa, y.data(), N);
+              set_x16_gfni_enabled(true);
+              ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << what << " without GFNI";
+            }
           }
         }
       }
@@ -158,36 +167,36 @@ TEST(GemmX16, KQuantKernelEqualsItsReferenceBitForBit) {
 // int8 activations times their scales: compare with that dot in double precision (only
 // float rounding differs), and with the float activations (plus the int8 rounding).
 TEST(GemmX16, KQuantReferenceMatchesFloatDots) {
-  for (DType t : kKTypes) {
-    const int64_t N = 16, D = 512, T = 3;
-    const std::vector<uint8_t> w = make_rows(t, N, D, 17);
-    const std::vector<float> x = randn(static_cast<size_t>(T * D), 19);
-    Int8Activations xa;  // q2_K/q3_K take the super-block quantization
-    quantize_activations(x.data(), T, D, xa, 16, nullptr, true);  // padding tokens must be ignored
-    const bool sb = t == DType::Q2_K || t == DType::Q3_K;
-    std::vector<float> y(static_cast<size_t>(T * N));
-    gemm_x16_kquant_ref(t, w.data(), N, xa, y.data(), N);
-    std::vector<float> row(static_cast<size_t>(D));
-    for (int64_t r = 0; r < N; ++r) {
-      dequantize_row(t, w.data() + r * row_bytes(t, D), row.data(), D);
-      for (int64_t k = 0; k < T; ++k) {
-        double dq = 0, dot = 0, mag = 0;
-        for (int64_t i = 0; i < D; ++i) {
-          const int64_t b = i / 32, v = i % 32;
-          const size_t qi = static_cast<size_t>(((b * 8 + v / 4) * xa.Tpad + k) * 4 + v % 4);
-          const double xi = sb ? static_cast<double>(xa.d256[static_cast<size_t>(i / 256 * xa.Tpad + k)]) * xa.q256[qi]
-                               : static_cast<double>(xa.d[static_cast<size_t>(b * xa.Tpad + k)]) * xa.q[qi];
-          const double wi = row[static_cast<size_t>(i)];
-          dq += wi * xi;
-          dot += wi * x[static_cast<size_t>(k * D + i)];
-          mag += std::fabs(wi * xi);
+  for (DType t : kKTypes)
+    for (bool sb : superblock_modes(t)) {
+      const int64_t N = 16, D = 512, T = 3;
+      const std::vector<uint8_t> w = make_rows(t, N, D, 17);
+      const std::vector<float> x = randn(static_cast<size_t>(T * D), 19);
+      Int8Activations xa;
+      quantize_activations(x.data(), T, D, xa, 16, nullptr, sb);  // padding tokens must be ignored
+      std::vector<float> y(static_cast<size_t>(T * N));
+      gemm_x16_kquant_ref(t, w.data(), N, xa, y.data(), N);
+      std::vector<float> row(static_cast<size_t>(D));
+      for (int64_t r = 0; r < N; ++r) {
+        dequantize_row(t, w.data() + r * row_bytes(t, D), row.data(), D);
+        for (int64_t k = 0; k < T; ++k) {
+          double dq = 0, dot = 0, mag = 0;
+          for (int64_t i = 0; i < D; ++i) {
+            const int64_t b = i / 32, v = i % 32;
+            const size_t qi = static_cast<size_t>(((b * 8 + v / 4) * xa.Tpad + k) * 4 + v % 4);
+            const double xi = sb ? static_cast<double>(xa.d256[static_cast<size_t>(i / 256 * xa.Tpad + k)]) * xa.q256[qi]
+                                 : static_cast<double>(xa.d[static_cast<size_t>(b * xa.Tpad + k)]) * xa.q[qi];
+            const double wi = row[static_cast<size_t>(i)];
+            dq += wi * xi;
+            dot += wi * x[static_cast<size_t>(k * D + i)];
+            mag += std::fabs(wi * xi);
+          }
+          const float got = y[static_cast<size_t>(k * N + r)];
+          ASSERT_NEAR(got, dq, mag * 1e-5 + 1e-5) << dtype_name(t) << " row " << r << " token " << k;
+          ASSERT_NEAR(got, dot, 0.05 * std::sqrt(static_cast<double>(D))) << dtype_name(t) << " row " << r;
         }
-        const float got = y[static_cast<size_t>(k * N + r)];
-        ASSERT_NEAR(got, dq, mag * 1e-5 + 1e-5) << dtype_name(t) << " row " << r << " token " << k;
-        ASSERT_NEAR(got, dot, 0.05 * std::sqrt(static_cast<double>(D))) << dtype_name(t) << " row " << r;
       }
     }
-  }
 }
 
 // matmul_shared runs several repacked products of one input as one parallel loop (its tasks

@@ -215,13 +215,19 @@ TEST(Kernels, ActivationQuantizationEqualsItsReference) {
           ASSERT_EQ(std::memcmp(a.q256.data(), b.q256.data(), n), 0) << "D=" << D << " T=" << T;
           ASSERT_EQ(std::memcmp(a.d256.data(), b.d256.data(), n / 256 * 4), 0);
           ASSERT_EQ(std::memcmp(a.sum16.data(), b.sum16.data(), n / 16 * 4), 0);
+          ASSERT_EQ(std::memcmp(a.sum32.data(), b.sum32.data(), n / 32 * 4), 0);
+          ASSERT_EQ(std::memcmp(a.corr32.data(), b.corr32.data(), n / 32 * 4), 0);
+          EXPECT_EQ(b.sum32[0], b.sum16[0] + b.sum16[static_cast<size_t>(b.Tpad)]);
+          EXPECT_EQ(b.corr32[0], -8 * b.sum32[0]);
           int32_t s0 = 0;  // token 0's first sub-block sum, its scale from the super-block's amax
           float amax = 0.f;
           for (int64_t k = 0; k < 256; ++k) amax = std::max(amax, std::fabs(x[static_cast<size_t>(k)]));
           for (int64_t k = 0; k < 16; ++k) s0 += b.q256[static_cast<size_t>((k / 4 * b.Tpad) * 4 + k % 4)];
           EXPECT_EQ(b.sum16[0], s0);
           EXPECT_EQ(b.d256[0], amax / 127.f);
-          if (pad == 16 && T == 5) EXPECT_EQ(b.d256[static_cast<size_t>(T)], 0.f);  // a padding token
+          if (pad == 16 && T == 5) {
+            EXPECT_EQ(b.d256[static_cast<size_t>(T)], 0.f);  // a padding token
+          }
         }
         const size_t nl = static_cast<size_t>(D / 32 * a.Tpad);
         ASSERT_EQ(std::memcmp(a.q.data(), b.q.data(), static_cast<size_t>(D * a.Tpad)), 0) << "D=" << D << " T=" << T;

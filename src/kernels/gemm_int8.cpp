@@ -572,6 +572,7 @@ void size_activations(int64_t T, int64_t D, Int8Activations& out, int64_t pad_to
     if (out.q256.size() < n) out.q256.resize(n);
     if (out.d256.size() < n / kSuperBlock) out.d256.resize(n / kSuperBlock);
     if (out.sum16.size() < n / 16) out.sum16.resize(n / 16);
+    for (auto* v : {&out.sum32, &out.corr32}) if (v->size() < n / 32) v->resize(n / 32);
   }
   const size_t nl = static_cast<size_t>(D / kBlock * out.Tpad);
   if (out.q.size() < static_cast<size_t>(D * out.Tpad)) out.q.resize(static_cast<size_t>(D * out.Tpad));
@@ -601,12 +602,17 @@ __attribute__((always_inline)) inline void store_block(Int8Activations& out, int
 }
 
 // Super-block s of token t quantized per 256 values (q[256], scale d; zeros for padding
-// tokens) stored into q256, d256 and sum16.
+// tokens) stored into q256, d256, sum16, sum32 and corr32.
 __attribute__((always_inline)) inline void store_superblock(Int8Activations& out, int64_t t, int64_t s,
                                                             const int8_t* q, float d, const int32_t* sums) {
   const int64_t Tpad = out.Tpad;
   out.d256[static_cast<size_t>(s * Tpad + t)] = d;
   for (int k = 0; k < 16; ++k) out.sum16[static_cast<size_t>((s * 16 + k) * Tpad + t)] = sums[k];
+  for (int b = 0; b < 8; ++b) {
+    const size_t i = static_cast<size_t>((s * 8 + b) * Tpad + t);
+    out.sum32[i] = sums[2 * b] + sums[2 * b + 1];
+    out.corr32[i] = -8 * out.sum32[i];
+  }
   for (int g = 0; g < kSuperBlock / 4; ++g)  // 4-value groups, laid out as q
     std::memcpy(&out.q256[static_cast<size_t>(((s * 64 + g) * Tpad + t) * 4)], q + 4 * g, 4);
 }

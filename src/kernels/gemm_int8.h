@@ -25,10 +25,11 @@ class ThreadPool;
 // each 16-value half (q6_K's offset of 32, one per 16-value sub-block; q3_K takes corr6 / 8
 // for its offset of 4), dsum16[D/32][2][Tpad] = d * float(sum of q over each 16-value half)
 // (q2_K's min terms).
-// With superblocks (D a multiple of 256; the repacked q2_K/q3_K kernels, gemm_x16.h) x is
+// With superblocks (D a multiple of 256; the repacked q2_K/q3_K/q4_K kernels, gemm_x16.h) x is
 // also quantized per 256-value super-block (scale amax/127, round to nearest, as llama.cpp's
 // q8_K and the AMX K-quant activations): q256 laid out as q, d256[D/256][Tpad] the scales,
-// sum16[D/16][Tpad] the sum of q256 over each 16-value sub-block.
+// sum16[D/16][Tpad] the sum of q256 over each 16-value sub-block, sum32[D/32][Tpad] over
+// each 32-value block and corr32 = -8 * sum32 (q4_K's offset of 8).
 struct Int8Activations {
   int64_t T = 0, Tpad = 0, D = 0;
   std::vector<int8_t> q;
@@ -37,7 +38,7 @@ struct Int8Activations {
   bool superblocks = false;
   std::vector<int8_t> q256;
   std::vector<float> d256;
-  std::vector<int32_t> sum16;
+  std::vector<int32_t> sum16, sum32, corr32;
 };
 // Tpad = T rounded up to a multiple of pad_to (the tile kernel needs 16; the x16 kernels
 // read no padding and take 1). Tokens are split over pool's threads when one is given;

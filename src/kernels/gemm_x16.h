@@ -55,6 +55,9 @@
 //     acc = fma(C, d * dx, acc); acc = fma(M, -dmin * dx, acc)
 //   q3_K, q = low + 4 * high in 0..7, sc_k the stored 6-bit scale (q3k_scale):
 //     C = sum_k (sc_k - 32) * (sum (q - 4) x_q), acc = fma(C, d * dx, acc)
+//   q4_K when given such activations (matmul does so for one token), over its 32-value
+//     blocks j with sums xsum_j = sum32: C = sum_j sc_j * (sum q * x_q),
+//     M = sum_j m_j * xsum_j, acc = fma(C, d * dx, acc); acc = fma(M, -dmin * dx, acc)
 // which is gemm_amx_kquant's arithmetic: the two give the same bits on the same input.
 #pragma once
 #include <algorithm>
@@ -128,6 +131,15 @@ void x16_for_each_pass(int64_t n_groups, int64_t T, Pass&& pass) {
 // The K-quant halves of the above (gemm_x16_kquant.cpp), and the scalar reference of their
 // arithmetic on n unrepacked GGUF rows (x padded or not).
 bool x16_kquant(DType t);
+// Whether matmul quantizes a T-token call's activations per super-block for type t
+// (quantize_activations(..., superblocks = true)): q2_K/q3_K always (their kernels need it);
+// q4_K for a single token, where its kernels then take gemm_amx_kquant's arithmetic (exact
+// int32 sums per super-block, fewer vector instructions: one token streams 4% faster) and
+// its per-32 arithmetic otherwise (2-3 tokens gain nothing, 8-token batch passes lose 8-17%).
+// The kernels and gemm_x16_kquant_ref follow the activations they are given.
+constexpr bool x16_superblock_activations(DType t, int64_t T) {
+  return t == DType::Q2_K || t == DType::Q3_K || (t == DType::Q4_K && T == 1);
+}
 // The 256 values q of a GGUF K-quant super-block at blk, without offsets or scales (q2_K 0..3,
 // q3_K 0..7, q4_K 0..15, q5_K 0..31, q6_K 0..63).
 void kquant_block_values(DType t, const uint8_t* blk, uint8_t* q);

@@ -409,8 +409,9 @@ inline void kx16_q6_superblock(const uint8_t* sb, int64_t s, __m512 dv, const in
 
 // NG consecutive row groups (wg, stride bytes apart) against tokens t0 .. t0 + NT - 1 of
 // x, over all super-blocks. For q4_K/q5_K each activation broadcast feeds the NG groups'
-// vpdpbusd; each group's arithmetic is the same whatever NG is.
-template <DType kT, int NT, int NG, bool kGfni>
+// vpdpbusd; each group's arithmetic is the same whatever NG is. kSb: q4_K on the
+// activations quantized per super-block (x.superblocks; q2_K/q3_K always take those).
+template <DType kT, int NT, int NG, bool kGfni, bool kSb>
 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")))
 void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int64_t t0, float* y, int64_t ldy) {
   constexpr KLayout L = layout(kT);
@@ -418,14 +419,19 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
   const float* dx = x.d.data() + t0;
   const float* dsum = x.dsum.data() + t0;
   const int32_t* corr6 = x.corr6.data() + t0;
-  // [nb][8][Tpad] groups of 4 values; q2_K/q3_K take the activations quantized per super-block.
-  const int8_t* xq = (low_bits(kT) ? x.q256.data() : x.q.data()) + 4 * t0;
-  [[maybe_unused]] const float* dx256 = low_bits(kT) ? x.d256.data() + t0 : nullptr;
-  [[maybe_unused]] const int32_t* sum16 = low_bits(kT) ? x.sum16.data() + t0 : nullptr;
+  // [nb][8][Tpad] groups of 4 values; q2_K/q3_K (and q4_K given them) take the activations
+  // quantized per super-block.
+  constexpr bool kPer256 = low_bits(kT) || (kT == DType::Q4_K && kSb);
+  const int8_t* xq = (kPer256 ? x.q256.data() : x.q.data()) + 4 * t0;
+  [[maybe_unused]] const float* dx256 = kPer256 ? x.d256.data() + t0 : nullptr;
+  [[maybe_unused]] const int32_t* sum16 = kPer256 ? x.sum16.data() + t0 : nullptr;
   const __m512i m4 = _mm512_set1_epi8(15), sixteen = _mm512_set1_epi8(16);
   __m512 acc[NG][NT];
   for (int gi = 0; gi < NG; ++gi)
     for (int t = 0; t < NT; ++t) acc[gi][t] = _mm512_setzero_ps();
+  // q4_K's per-256 sums stay in memory between super-blocks (touched once per super-block):
+  // in registers beside the integer sums and the chains, batch passes spilled.
+  [[maybe_unused]] alignas(64) float accm[NG][NT][kGroup] = {};
   for (int64_t s = 0; s < nsb; ++s) {
     const uint8_t* sb[NG];
     __m512 dv[NG];
@@ -446,18 +452,35 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
         dmv[gi] = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sb[gi] + 32)));
         kquant_scales_mins(sb[gi], sc[gi], mn[gi]);
       }
+      // One chain per token and group; a single token of a single group gets two (low and
+      // high nibbles).
+      constexpr int kChains = NT * NG == 1 ? 2 : 1;
+      // q4_K's lone chain pair takes the high nibbles in place (16 x their value): no shift.
+      constexpr bool kInPlace = kChains == 2 && kT == DType::Q4_K;
+      // q4_K: C, the super-block's exact sum over blocks j of sc_j times the block's sum of
+      // q x_q, per row (C[gi][1]: the high nibbles' half of the in-place pair; a single
+      // chain holds sum (q - 8) x_q, and 8 sc_j xsum_j is added at the end). q5_K keeps
+      // float terms per block (its block sums need 17 bits: see gemm_x16.h).
+      constexpr bool kInt = kT == DType::Q4_K && kSb;
+      constexpr int kC = kInPlace ? 2 : 1;
+      [[maybe_unused]] __m512i C[NG][kC][NT];
+      if constexpr (kInt)
+        for (int gi = 0; gi < NG; ++gi)
+          for (int c = 0; c < kC; ++c)
+            for (int t = 0; t < NT; ++t) C[gi][c][t] = _mm512_setzero_si512();
+      // This super-block's per-block sums of x_q and -8 times them, [8][Tpad] each.
+      [[maybe_unused]] const int32_t* xs = kInt ? x.sum32.data() + t0 + 8 * s * Tpad : nullptr;
+      [[maybe_unused]] const int32_t* xc = kInt ? x.corr32.data() + t0 + 8 * s * Tpad : nullptr;
       for (int j = 0; j < 8; ++j) {
         const KBlock<kT, NG> k = kblock<kT, NG, NT>(sb, s, j, xq, Tpad);
-        const int64_t b = k.b;
-        // One chain per token and group; a single token of a single group gets two (low and
-        // high nibbles).
-        constexpr int kChains = NT * NG == 1 ? 2 : 1;
-        // q4_K's lone chain pair takes the high nibbles in place (16 x their value): no shift.
-        constexpr bool kInPlace = kChains == 2 && kT == DType::Q4_K;
+        [[maybe_unused]] const int64_t b = k.b;
         __m512i si[NG][kChains][NT];
-        for (int gi = 0; gi < NG; ++gi)
-          for (int c = 0; c < kChains; ++c)
-            for (int t = 0; t < NT; ++t) si[gi][c][t] = _mm512_setzero_si512();
+        for (int t = 0; t < NT; ++t) {
+          // q4_K's single chain starts at -8 x the block's sum of x_q: |sum (q - 8) x_q| <= 32 * 8 * 127
+          const __m512i init = kInt && !kInPlace ? _mm512_set1_epi32(xc[j * Tpad + t]) : _mm512_setzero_si512();
+          for (int gi = 0; gi < NG; ++gi)
+            for (int c = 0; c < kChains; ++c) si[gi][c][t] = init;
+        }
 #pragma GCC unroll 4
         for (int g = 0; g < 4; ++g) {
           __m512i lo[NG], hi[NG];
@@ -473,21 +496,61 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
           x16::dot_nibble_planes<NT, NG, kChains>(si, 0, kChains - 1, lo, hi, k.xb, g, Tpad);
         }
         for (int gi = 0; gi < NG; ++gi) {
-          if constexpr (kChains == 2)
-            si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], kInPlace ? _mm512_srai_epi32(si[gi][1][0], 4) : si[gi][1][0]);
-          const __m512 rscale = _mm512_mul_ps(dv[gi], uint8_scales(sc[gi] + 16 * j));
-          const __m512 rmin = _mm512_mul_ps(dmv[gi], uint8_scales(mn[gi] + 16 * j));
+          if constexpr (kInt) {
+            // The sums fit 16 bits (the in-place halves: 16 values of 0..15 times |x_q| <= 127):
+            // one vpdpwssd each, the scales' upper halves zero.
+            const __m512i scv = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc[gi] + 16 * j)));
+            if constexpr (kInPlace) {
+              C[gi][0][0] = _mm512_dpwssd_epi32(C[gi][0][0], si[gi][0][0], scv);
+              C[gi][1][0] = _mm512_dpwssd_epi32(C[gi][1][0], _mm512_srai_epi32(si[gi][1][0], 4), scv);
+            } else {
+              for (int t = 0; t < NT; ++t) C[gi][0][t] = _mm512_dpwssd_epi32(C[gi][0][t], si[gi][0][t], scv);
+            }
+          } else {
+            if constexpr (kChains == 2)
+              si[gi][0][0] = _mm512_add_epi32(si[gi][0][0], kInPlace ? _mm512_srai_epi32(si[gi][1][0], 4) : si[gi][1][0]);
+            const __m512 rscale = _mm512_mul_ps(dv[gi], uint8_scales(sc[gi] + 16 * j));
+            const __m512 rmin = _mm512_mul_ps(dmv[gi], uint8_scales(mn[gi] + 16 * j));
+            for (int t = 0; t < NT; ++t) {
+              const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
+              acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), scale, acc[gi][t]);
+              acc[gi][t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dsum[b * Tpad + t]), acc[gi][t]);
+            }
+          }
+        }
+      }
+      if constexpr (kInt) {
+        // The mins (M) and, for a single chain, the scales (E) times each block's sum of x_q,
+        // exact (6-bit values, sums below 2^15); then the super-block's two float terms.
+        for (int gi = 0; gi < NG; ++gi) {
+          __m512i M[NT], E[NT];
+          for (int t = 0; t < NT; ++t) M[t] = E[t] = _mm512_setzero_si512();
+          for (int j = 0; j < 8; ++j) {
+            const __m512i mnv = _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(mn[gi] + 16 * j)));
+            [[maybe_unused]] const __m512i scv =
+                _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sc[gi] + 16 * j)));
+            for (int t = 0; t < NT; ++t) {
+              const __m512i xsum = _mm512_set1_epi32(xs[j * Tpad + t]);
+              M[t] = _mm512_dpwssd_epi32(M[t], mnv, xsum);
+              if constexpr (!kInPlace) E[t] = _mm512_dpwssd_epi32(E[t], scv, xsum);
+            }
+          }
           for (int t = 0; t < NT; ++t) {
-            const __m512 scale = _mm512_mul_ps(rscale, _mm512_set1_ps(dx[b * Tpad + t]));
-            acc[gi][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si[gi][0][t]), scale, acc[gi][t]);
-            acc[gi][t] = _mm512_fnmadd_ps(rmin, _mm512_set1_ps(dsum[b * Tpad + t]), acc[gi][t]);
+            __m512i ct = C[gi][0][t];
+            if constexpr (kInPlace) ct = _mm512_add_epi32(ct, C[gi][1][t]);
+            else ct = _mm512_add_epi32(ct, _mm512_slli_epi32(E[t], 3));
+            const __m512 dxv = _mm512_set1_ps(dx256[s * Tpad + t]);
+            __m512 a = _mm512_load_ps(accm[gi][t]);
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ct), _mm512_mul_ps(dv[gi], dxv), a);
+            _mm512_store_ps(accm[gi][t], _mm512_fnmadd_ps(_mm512_cvtepi32_ps(M[t]), _mm512_mul_ps(dmv[gi], dxv), a));
           }
         }
       }
     }
   }
   for (int gi = 0; gi < NG; ++gi)
-    for (int t = 0; t < NT; ++t) _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, acc[gi][t]);
+    for (int t = 0; t < NT; ++t)
+      _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, kPer256 && kT == DType::Q4_K ? _mm512_load_ps(accm[gi][t]) : acc[gi][t]);
 }
 
 // Batch passes (see x16_for_each_pass): q4_K/q5_K go 2 row groups x 8 tokens. q6_K, q2_K
@@ -499,11 +562,11 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
 template <DType kT>
 constexpr int kBatchGroups = kT == DType::Q4_K || kT == DType::Q5_K ? 2 : 1;
 
-template <DType kT, bool kGfni = false>
+template <DType kT, bool kGfni = false, bool kSb = false>
 void kx16_groups(const uint8_t* w, int64_t n_groups, const Int8Activations& x, float* y, int64_t ldy) {
   const size_t stride = static_cast<size_t>(x.D / kSuper) * layout(kT).bytes;
   x16_for_each_pass<kBatchGroups<kT>>(n_groups, x.T, [&](auto nt, auto ng, int64_t g, int64_t t0) {
-    kx16_group<kT, decltype(nt)::value, decltype(ng)::value, kGfni>(w + static_cast<size_t>(g) * stride, stride, x,
+    kx16_group<kT, decltype(nt)::value, decltype(ng)::value, kGfni, kSb>(w + static_cast<size_t>(g) * stride, stride, x,
                                                                     t0, y + g * kGroup, ldy);
   });
 }
@@ -587,6 +650,7 @@ void gemm_x16_kquant(DType t, const uint8_t* w, int64_t n_groups, const Int8Acti
   else if (t == DType::Q2_K) kx16_groups<DType::Q2_K>(w, n_groups, x, y, ldy);
   else if (t == DType::Q3_K && gfni) kx16_groups<DType::Q3_K, true>(w, n_groups, x, y, ldy);
   else if (t == DType::Q3_K) kx16_groups<DType::Q3_K>(w, n_groups, x, y, ldy);
+  else if (t == DType::Q4_K && x.superblocks) kx16_groups<DType::Q4_K, false, true>(w, n_groups, x, y, ldy);
   else if (t == DType::Q4_K) kx16_groups<DType::Q4_K>(w, n_groups, x, y, ldy);
   else if (t == DType::Q5_K) kx16_groups<DType::Q5_K>(w, n_groups, x, y, ldy);
   else if (gfni) kx16_groups<DType::Q6_K, true>(w, n_groups, x, y, ldy);
@@ -645,6 +709,26 @@ void gemm_x16_kquant_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
               acc = std::fma(static_cast<float>(isum), scale, acc);
             }
           }
+        } else if (t == DType::Q4_K && x.superblocks) {  // on the activations quantized per super-block
+          uint16_t hd, hm;
+          std::memcpy(&hd, blk, 2);
+          std::memcpy(&hm, blk + 2, 2);
+          const float d = f16_to_f32(hd), dmin = f16_to_f32(hm), dx = x.d256[static_cast<size_t>(s * Tpad + tk)];
+          uint8_t q[kSuper];
+          gguf_values(t, blk, q);
+          int32_t csum = 0, msum = 0;  // exact: sum over blocks j of sc_j isum_j and m_j xsum_j
+          for (int j = 0; j < 8; ++j) {
+            uint8_t sc, m;
+            kquant_scale_min(j, blk + 4, &sc, &m);
+            int32_t isum = 0;
+            for (int v = 0; v < 32; ++v) isum += q[32 * j + v] * xq256(s * 8 + j, tk, v);
+            const int32_t xsum = x.sum16[static_cast<size_t>((s * 16 + 2 * j) * Tpad + tk)] +
+                                 x.sum16[static_cast<size_t>((s * 16 + 2 * j + 1) * Tpad + tk)];
+            csum += sc * isum;
+            msum += m * xsum;
+          }
+          acc = std::fma(static_cast<float>(csum), d * dx, acc);
+          acc = std::fma(static_cast<float>(msum), -dmin * dx, acc);
         } else {
           uint16_t hd, hm;
           std::memcpy(&hd, blk, 2);

@@ -105,10 +105,10 @@ void matmul_x16(const TensorView* const* ws, float* const* ys, size_t n, const f
   thread_local AmxInt8Activations xk_buf;   // grow-only
   const Int8Activations& xa = xa_buf;       // the caller's: workers see their own thread_locals
   const AmxInt8Activations& xk = xk_buf;
-  bool low_bits = false;  // q2_K/q3_K take activations quantized per super-block
-  for (size_t i = 0; i < n; ++i) low_bits = low_bits || jobs[i].w->dtype == DType::Q2_K || jobs[i].w->dtype == DType::Q3_K;
+  bool superblocks = false;  // activations quantized per super-block (gemm_x16.h)
+  for (size_t i = 0; i < n; ++i) superblocks = superblocks || x16_superblock_activations(jobs[i].w->dtype, T);
   if (amx) quantize_amx_activations(x, T, D, xk_buf, pool);
-  else quantize_activations(x, T, D, xa_buf, 1, pool, low_bits);
+  else quantize_activations(x, T, D, xa_buf, 1, pool, superblocks);
   // One gemm per task: past 64 tokens the kernels stream a call's weights once per 64-token
   // block, and 256 KB stay in L2 between them.
   parallel_for(pool, tasks, 1, [&](int64_t begin, int64_t end) {
