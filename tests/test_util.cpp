@@ -4,15 +4,18 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 namespace smoe::test {
 
 std::string temp_dir(const std::string& name) {
-  // Under a folder named after the running test: ctest runs tests in parallel processes,
-  // and two tests asking for the same name must not share (and race on) one folder.
+  // Under a folder named after the running test (and SMOE_CPU: ctest runs the suite once per
+  // cap, see CMakeLists.txt): ctest runs tests in parallel processes, and two tests asking for
+  // the same name must not share (and race on) one folder.
   std::filesystem::path p = std::filesystem::path(SMOE_TEST_TMP);
+  if (const char* cap = std::getenv("SMOE_CPU"); cap && *cap) p /= std::string("cpu-") + cap;
   if (const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info())
     p /= std::string(info->test_suite_name()) + "." + info->name();
   p /= name;

@@ -7,8 +7,10 @@
 #include "apps/commands.h"
 #include "model/model.h"
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 #include "kernels/gemm_amx.h"
 #include "kernels/gemm_amx_kquant.h"
+#include "kernels/gemm_int8.h"
 #include "runtime/bench.h"
 
 namespace smoe {
@@ -31,11 +33,12 @@ void run_bench_cmd(const BenchArgs& a) {
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const char* placement = model->weights_in_memory ? "memory" : "mmap";
   ThreadPool pool(a.threads);
-  const bool amx = amx_available(), amx_int8 = amx_int8_available();
+  const bool amx = amx_available(), amx_int8 = amx_int8_available(), vnni = int8_gemm_fast();
   std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps; weights in %s "
-               "(loaded in %.2f s)%s%s\n",
+               "(loaded in %.2f s); SIMD %s (cap %s)%s%s%s\n",
                model->config.summary().c_str(), pool.size(), (long long)a.opts.n_prompt,
-               (long long)a.opts.n_gen, a.opts.reps, placement, load_s,
+               (long long)a.opts.n_gen, a.opts.reps, placement, load_s, simd_target(), cpu_cap_name(cpu_cap()),
+               vnni ? "; AVX-512 VNNI int8 kernels" : "",
                amx ? "; AMX-BF16 tiles for f16/bf16 batches" : "",
                amx_int8 ? "; AMX-INT8 tiles for K-quant batches" : "");
   BenchResult r = run_bench(*model, pool, a.opts);
@@ -49,6 +52,9 @@ void run_bench_cmd(const BenchArgs& a) {
       {"n_gen", a.opts.n_gen},
       {"reps", a.opts.reps},
       {"weights", placement},
+      {"simd_target", simd_target()},
+      {"cpu_cap", cpu_cap_name(cpu_cap())},
+      {"vnni", vnni},
       {"amx", amx},
       {"amx_int8", amx_int8},
       {"load_s", load_s},

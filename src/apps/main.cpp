@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "apps/commands.h"
+#include "kernels/cpu_features.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   smoe::register_train(app);
   smoe::register_serve(app);
   try {
+    smoe::cpu_cap();  // a bad SMOE_CPU fails here, before any kernel runs
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);

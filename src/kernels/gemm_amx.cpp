@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu_features.h"
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 
@@ -253,9 +254,9 @@ void amx_groups(const uint8_t* w, size_t rb, int64_t n_groups, const AmxActivati
 
 }  // namespace
 
-bool amx_available() { return amx_features().bf16 && g_enabled.load(std::memory_order_relaxed); }
+bool amx_available() { return amx_features().bf16 && g_enabled.load(std::memory_order_relaxed) && avx512_allowed(); }
 
-bool amx_int8_available() { return amx_features().int8 && g_enabled.load(std::memory_order_relaxed); }
+bool amx_int8_available() { return amx_features().int8 && g_enabled.load(std::memory_order_relaxed) && avx512_allowed(); }
 
 void set_amx_enabled(bool on) { g_enabled.store(on, std::memory_order_relaxed); }
 

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu_features.h"
 #include "kernels/dot_int8_rows.h"
 #include "kernels/simd.h"
 
@@ -702,7 +703,7 @@ void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activati
 bool int8_gemm_fast() {
   static const bool fast = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
-  return fast;
+  return fast && avx512_allowed();
 }
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/cpu_features.h"
 
 // GCC 12 reports the _mm512_undefined_* sources inside the conversion intrinsics as
 // "may be used uninitialized" once they are inlined here; they are fully overwritten.
@@ -208,7 +209,7 @@ double min_error(const float* x, const int (*Lq)[16], int k, float a, float b) {
 
 bool quant_avx512() {
   static const bool ok = __builtin_cpu_supports("avx512f");
-  return ok;
+  return ok && avx512_allowed();
 }
 
 // The compiler may not fuse a product into the add that follows (GNU mode contracts).

@@ -16,6 +16,7 @@
 
 #include "kernels/dequant.h"
 #include "kernels/dot_float.h"
+#include "kernels/cpu_features.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace smoe {
@@ -510,12 +511,17 @@ void GemmPanel(DType t, const uint8_t* w, int64_t n, const float* xT, int64_t Tp
     for (int64_t j = 0; j < n; ++j) y[tt * ldy + j] = yt[static_cast<size_t>(j * Tpad + tt)];
 }
 
+const char* TargetNameHere() { return hwy::TargetName(HWY_TARGET); }
+
 }  // namespace HWY_NAMESPACE
 }  // namespace smoe
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace smoe {
+
+HWY_EXPORT(TargetNameHere);
+const char* simd_target() { return HWY_DYNAMIC_DISPATCH(TargetNameHere)(); }
 
 HWY_EXPORT(DotRows);
 HWY_EXPORT(SubBlockSums);
