@@ -290,8 +290,10 @@ TEST(Kernels, MatmulMatchesReferenceOnThreads) {
       matmul_ref(w, x.data(), yr.data(), T, nullptr);
       // The split across threads never changes a row's result.
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << dtype_name(t) << " T=" << T;
-      // int8 activations: q8_0/q4_0 always, K-quants in decode (fewer than 4 tokens).
-      const bool int8 = (int8_gemm_supports(t) || (T < 4 && int8_dot_supports(t))) && int8_gemm_fast();
+      // int8 activations: with VNNI q8_0/q4_0 always and the K-quants in decode (fewer than 4
+      // tokens); with AVX2 alone (SMOE_CPU=avx2) int8_dot_avx2's types in decode.
+      const bool int8 = (int8_gemm_fast() && (int8_gemm_supports(t) || (T < 4 && int8_dot_supports(t)))) ||
+                        (!int8_gemm_fast() && T < 4 && int8_dot_avx2(t));
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], yr[i], int8 ? 0.5 : 2e-3) << dtype_name(t) << " T=" << T << " i=" << i;
     }
@@ -341,6 +343,42 @@ TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
           ASSERT_NEAR(y[r], scalar_dot(t, w.data() + mis + r * rb, x.data(), D), 0.05 * std::sqrt(static_cast<double>(D)) + 1e-6);
       }
     }
+  }
+}
+
+// The extremes the kernels' 16-bit pair sums must hold (AVX2's vpmaddubsw saturates): q8_0
+// weights of -128 and 127 against activations of +-127, and q6_K/q5_K/q4_0 values at their
+// top, against the reference.
+TEST(Kernels, Int8DecodeDotHoldsExtremeValues) {
+  const int64_t D = 256;
+  std::vector<float> x(static_cast<size_t>(D));
+  for (int64_t i = 0; i < D; ++i) x[static_cast<size_t>(i)] = (i / 4) % 4 ? 1.f : -1.f;  // x_q = +-127
+  Int8Vector xq;
+  quantize_vector(x.data(), D, xq);
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+    const int64_t rows = 5;
+    const size_t rb = row_bytes(t, D);
+    std::vector<uint8_t> w(rb * rows, 0xFF);  // nibbles and bit fields at their top
+    const uint16_t one = 0x3C00;              // f16 1.0 for every scale field that is f16
+    for (int64_t r = 0; r < rows; ++r) {
+      uint8_t* row = w.data() + r * rb;
+      if (t == DType::Q8_0)
+        for (int64_t b = 0; b < D / 32; ++b) {
+          std::memcpy(row + b * 34, &one, 2);
+          for (int k = 0; k < 32; ++k) row[b * 34 + 2 + k] = static_cast<uint8_t>((k / 4 + r) % 2 ? 0x80 : 0x7F);  // -128, 127
+        }
+      else if (t == DType::Q4_0)
+        for (int64_t b = 0; b < D / 32; ++b) std::memcpy(row + b * 18, &one, 2);
+      else if (t == DType::Q6_K)
+        std::memcpy(row + 208, &one, 2);  // int8 scales 0xFF = -1
+      else
+        for (int k = 0; k < 2; ++k) std::memcpy(row + 2 * k, &one, 2);  // d, dmin
+    }
+    std::vector<float> y(rows), yr(rows);
+    dot_rows_int8(t, w.data(), rows, xq, y.data());
+    dot_rows_int8_ref(t, w.data(), rows, xq, yr.data());
+    ASSERT_EQ(std::memcmp(y.data(), yr.data(), y.size() * 4), 0) << dtype_name(t) << " " << y[0] << " vs " << yr[0];
+    EXPECT_NE(yr[0], 0.f) << dtype_name(t);
   }
 }
 

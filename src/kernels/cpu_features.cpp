@@ -14,7 +14,8 @@ namespace {
 CpuCap detect() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
     return CpuCap::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return CpuCap::kAvx2;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    return CpuCap::kAvx2;
   if (__builtin_cpu_supports("sse4.1")) return CpuCap::kSse4;
   return CpuCap::kScalar;
 }
@@ -80,6 +81,8 @@ CpuCap cpu_cap() {
 }
 
 void set_cpu_cap(CpuCap c) { state().apply(c); }
+
+bool avx2_allowed() { return state().cap.load(std::memory_order_relaxed) >= static_cast<int>(CpuCap::kAvx2); }
 
 bool avx512_allowed() { return state().cap.load(std::memory_order_relaxed) == static_cast<int>(CpuCap::kAvx512); }
 

@@ -28,6 +28,9 @@ void set_cpu_cap(CpuCap c);
 // Whether the AVX-512 function-target kernels may run (they check their own further
 // features, such as VNNI or AMX, besides).
 bool avx512_allowed();
+// Whether AVX2 function-target kernels may run (the cap is avx2 or avx512; they check the
+// CPU's AVX2, FMA and F16C themselves).
+bool avx2_allowed();
 // The Highway target the SIMD kernels dispatch to now ("AVX3", "AVX2", "SSE4", "EMU128", ...).
 const char* simd_target();
 

@@ -179,79 +179,6 @@ void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* o
   *out = reduce_lanes(acc);
 }
 
-// For NT tokens at once: acc[t] + (block b of `row` . block b of x_t) per 32-bit lane, as
-// dot_int8_ref_row computes it for each token. The weight block is loaded once for all NT.
-template <bool kQ8, int NT>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
-inline void block_terms_vnni(const uint8_t* row, const Int8Vector* const* xs, int64_t b, __m256* acc) {
-  uint16_t h;
-  __m256i w;  // q8_0: the signed weights; q4_0: the nibbles (weights + 8)
-  if constexpr (kQ8) {
-    const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ8_0);
-    std::memcpy(&h, blk, 2);
-    w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
-  } else {
-    const uint8_t* blk = row + static_cast<size_t>(b) * sizeof(BlockQ4_0);
-    std::memcpy(&h, blk, 2);
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2));
-    w = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(bytes, 4), m4), _mm_and_si128(bytes, m4));
-  }
-  // F16C converts the weight scale in one instruction (exactly, as f16_to_f32_fast does).
-  const float dw = _cvtsh_ss(h);
-  const __m256i wabs = kQ8 ? _mm256_abs_epi8(w) : w;
-  for (int t = 0; t < NT; ++t) {
-    const Int8Vector& x = *xs[t];
-    const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
-    __m256i isum;
-    if constexpr (kQ8) {
-      // |w| (unsigned) times x with w's sign: the same products as w * x.
-      isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wabs, _mm256_sign_epi8(xq, w));
-    } else {
-      // (nibble - 8) * x = nibble * x - 8 * x: start from -8 * (lane sums of x).
-      const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg8_lane_sums[static_cast<size_t>(b * 8)]));
-      isum = _mm256_dpbusd_epi32(corr, wabs, xq);
-    }
-    const __m256 scale = _mm256_set1_ps(dw * x.d[static_cast<size_t>(b)]);
-    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-  }
-}
-
-// R rows of w (rb bytes apart) against NT token vectors; y[t * ldy + i] for row i (rows in
-// passes, see dot_int8_rows.h).
-template <bool kQ8, int NT, int R>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-void dot_int8_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  constexpr size_t bb = kQ8 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
-  const int64_t nb = xs[0]->D / kBlock;
-  __m256 acc[R][NT];
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b)
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* row = w + static_cast<size_t>(i) * rb;
-      // Blocks are under 64 bytes: the one that starts in a line's first bb bytes fetches it.
-      const uint8_t* next = row + R * rb + static_cast<size_t>(b) * bb;
-      if ((reinterpret_cast<uintptr_t>(next) & 63) < bb) _mm_prefetch(reinterpret_cast<const char*>(next), _MM_HINT_T1);
-      block_terms_vnni<kQ8, NT>(row, xs, b, acc[i]);
-    }
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) {
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc[i][t]);
-      y[t * ldy + i] = reduce_lanes(lanes);
-    }
-}
-
-// Rows of w against NT token vectors; y[t * ldy + r].
-template <bool kQ8, int NT>
-void dot_int8_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
-    dot_int8_pass<kQ8, NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
-  });
-}
-
 // ---- q4_K / q5_K rows against int8 activations ----
 // Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
 // and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
@@ -294,89 +221,6 @@ void dot_k45_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
 }
 
 // Super-block s (at blk) of one row against NT token vectors: acc[t] and macc[t] as above.
-template <bool kHigh, int NT>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
-inline void k45_superblock_terms(const uint8_t* blk, const Int8Vector* const* xs, int64_t s, __m256* acc, __m256* macc) {
-  const __m256i one = _mm256_set1_epi8(1);
-  const __m256i m4 = _mm256_set1_epi8(15);
-  uint16_t hd, hm;
-  std::memcpy(&hd, blk, 2);
-  std::memcpy(&hm, blk + 2, 2);
-  // d * sc_j in lanes 0-7 and dmin * m_j in lanes 8-15 (the bytes as kquant_scale_min
-  // unpacks them: the low 6 bits of q[j] and q[j + 4] for j < 4; for j >= 4 a nibble of
-  // q[j + 4] below the top 2 bits of q[j - 4] or q[j]). The 16 bytes from blk + 4 stay
-  // inside the super-block.
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
-  const __m128i a = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m128i lo = _mm_or_si128(
-      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-      _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-  const __m128i b = _mm_shuffle_epi8(q, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-  const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(b, 6), _mm_set1_epi8(3)), 4);
-  const __m512 scales = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_or_si128(lo, hi))),
-                                      _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(_cvtsh_ss(hd)), _mm512_set1_ps(_cvtsh_ss(hm))));
-  const __m256 dscv = _mm512_castps512_ps256(scales);
-  const __m256 dmv = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(scales), 1));
-  __m256 scale[NT];  // (d * sc_j) * dx_j for the 8 sub-blocks
-  for (int t = 0; t < NT; ++t) {
-    const Int8Vector& x = *xs[t];
-    scale[t] = _mm256_mul_ps(dscv, _mm256_loadu_ps(&x.d[static_cast<size_t>(s * 8)]));
-    macc[t] = _mm256_fmadd_ps(dmv, _mm256_loadu_ps(&x.dsum[static_cast<size_t>(s * 8)]), macc[t]);
-  }
-  for (int c = 0; c < 4; ++c) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + (kHigh ? 48 : 16) + 32 * c));
-    __m256i nib[2] = {_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4)};
-    if constexpr (kHigh) {
-      // Bits 2c and 2c+1 of each qh byte (16-bit shifts, then one bit per byte kept).
-      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
-      for (int h = 0; h < 2; ++h)
-        nib[h] = _mm256_or_si256(nib[h], _mm256_slli_epi16(
-            _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c + h)), one), 4));
-    }
-    for (int h = 0; h < 2; ++h) {
-      const int j = 2 * c + h;
-      const int64_t bx = s * 8 + j;
-      for (int t = 0; t < NT; ++t) {
-        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&xs[t]->q[static_cast<size_t>(bx * kBlock)]));
-        const __m256i isum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), nib[h], xq);
-        const __m256 sj = _mm256_permutevar8x32_ps(scale[t], _mm256_set1_epi32(j));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), sj, acc[t]);
-      }
-    }
-  }
-}
-
-// R rows of w (rb bytes apart) against NT token vectors; y[t * ldy + i] for row i.
-template <bool kHigh, int NT, int R>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-void dot_k45_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  constexpr size_t bb = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
-  __m256 acc[R][NT], macc[R][NT];
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) acc[i][t] = macc[i][t] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < xs[0]->D / 256; ++s)
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* blk = w + static_cast<size_t>(i) * rb + static_cast<size_t>(s) * bb;
-      prefetch_unit(blk + R * rb, bb);
-      k45_superblock_terms<kHigh, NT>(blk, xs, s, acc[i], macc[i]);
-    }
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) {
-      alignas(32) float lanes[8], mlanes[8];
-      _mm256_store_ps(lanes, acc[i][t]);
-      _mm256_store_ps(mlanes, macc[i][t]);
-      y[t * ldy + i] = reduce_lanes(lanes) - reduce_lanes(mlanes);
-    }
-}
-
-template <bool kHigh, int NT>
-void dot_k45_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  const size_t rb = row_bytes(kHigh ? DType::Q5_K : DType::Q4_K, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
-    dot_k45_pass<kHigh, NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
-  });
-}
-
 // ---- q6_K rows against int8 activations ----
 // Value q - 32 with q = 4 low bits from ql and 2 high bits from qh (0..63), an int8 scale
 // per 16 values, d per 256. Per x block bx (32 values: two 16-value sub-blocks, lanes 0-3
@@ -417,72 +261,21 @@ void dot_q6k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
   *out = reduce_lanes(acc);
 }
 
-// Super-block s (at blk) of one row against NT token vectors: acc[t] as above.
-template <int NT>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"), always_inline))
-inline void q6k_superblock_terms(const uint8_t* blk, const Int8Vector* const* xs, int64_t s, __m256* acc) {
-  const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
-  uint16_t hd;
-  std::memcpy(&hd, blk + 208, 2);
-  const float d = _cvtsh_ss(hd);
-  const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
-  for (int h = 0; h < 2; ++h) {
-    const __m256i ql0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h));
-    const __m256i ql1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32));
-    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-    const __m256i q[4] = {
-        _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
-        _mm256_or_si256(_mm256_and_si256(ql1, m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)),
-        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4))};
-    for (int k = 0; k < 4; ++k) {
-      const int jb = 4 * h + k;
-      const int64_t bx = s * 8 + jb;
-      const float s0 = d * static_cast<float>(sc[2 * jb]), s1 = d * static_cast<float>(sc[2 * jb + 1]);
-      for (int t = 0; t < NT; ++t) {
-        const Int8Vector& x = *xs[t];
-        const float dx = x.d[static_cast<size_t>(bx)];
-        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(bx * kBlock)]));
-        const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg32_lane_sums[static_cast<size_t>(bx * 8)]));
-        const __m256i isum = _mm256_dpbusd_epi32(corr, q[k], xq);
-        const __m256 scale = _mm256_set_m128(_mm_set1_ps(s1 * dx), _mm_set1_ps(s0 * dx));
-        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[t]);
-      }
-    }
-  }
-}
-
-// R rows of w (rb bytes apart) against NT token vectors; y[t * ldy + i] for row i.
-template <int NT, int R>
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
-void dot_q6k_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  __m256 acc[R][NT];
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) acc[i][t] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < xs[0]->D / 256; ++s)
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* blk = w + static_cast<size_t>(i) * rb + static_cast<size_t>(s) * sizeof(BlockQ6_K);
-      prefetch_unit(blk + R * rb, sizeof(BlockQ6_K));
-      q6k_superblock_terms<NT>(blk, xs, s, acc[i]);
-    }
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) {
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc[i][t]);
-      y[t * ldy + i] = reduce_lanes(lanes);
-    }
-}
-
-template <int NT>
-void dot_q6k_vnni(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  const size_t rb = row_bytes(DType::Q6_K, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
-    dot_q6k_pass<NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
-  });
-}
+// The decode kernels, once for AVX-512 VNNI (256-bit vectors) and once for AVX2.
+#define SMOE_DOT_NS vnni
+#define SMOE_DOT_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
+#define SMOE_DOT_VNNI 1
+#include "kernels/dot_int8_decode-inl.h"
+#undef SMOE_DOT_NS
+#undef SMOE_DOT_TARGET
+#undef SMOE_DOT_VNNI
+#define SMOE_DOT_NS avx2
+#define SMOE_DOT_TARGET "avx2,fma,f16c"
+#define SMOE_DOT_VNNI 0
+#include "kernels/dot_int8_decode-inl.h"
+#undef SMOE_DOT_NS
+#undef SMOE_DOT_TARGET
+#undef SMOE_DOT_VNNI
 
 }  // namespace
 
@@ -523,22 +316,17 @@ void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& 
 void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
                           int n_tokens, float* y, int64_t ldy) {
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
-  if (!int8_gemm_fast()) {
+  const bool vnni = int8_gemm_fast();
+  if (!vnni && !int8_dot_avx2(t)) {
     for (int i = 0; i < n_tokens; ++i) dot_rows_int8_ref(t, w, n_rows, *xs[i], y + i * ldy);
     return;
   }
   for_token_groups(n_tokens, [&](auto nt, int t0) {
     const Int8Vector* const* x = xs + t0;
     float* yt = y + t0 * ldy;
-    switch (t) {
-      case DType::Q8_0: return dot_int8_vnni<true, nt()>(w, n_rows, x, yt, ldy);
-      case DType::Q4_0: return dot_int8_vnni<false, nt()>(w, n_rows, x, yt, ldy);
-      case DType::Q4_K: return dot_k45_vnni<false, nt()>(w, n_rows, x, yt, ldy);
-      case DType::Q5_K: return dot_k45_vnni<true, nt()>(w, n_rows, x, yt, ldy);
-      case DType::Q2_K:
-      case DType::Q3_K: return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
-      default: return dot_q6k_vnni<nt()>(w, n_rows, x, yt, ldy);
-    }
+    if (!vnni) return avx2::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
+    if (t == DType::Q2_K || t == DType::Q3_K) return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
+    return vnni::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
   });
 }
 
@@ -707,6 +495,11 @@ bool int8_gemm_fast() {
 }
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+bool int8_dot_avx2(DType t) {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return ok && avx2_allowed() && int8_dot_supports(t) && t != DType::Q2_K && t != DType::Q3_K;
+}
 
 bool int8_dot_supports(DType t) {
   return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q2_K ||

@@ -54,6 +54,9 @@ bool int8_gemm_supports(DType t);
 // Types with an int8-activation decode dot product (dot_rows_int8*): the above and the
 // K-quants q2_K, q3_K, q4_K, q5_K, q6_K.
 bool int8_dot_supports(DType t);
+// Whether dot_rows_int8 runs t on AVX2 kernels when VNNI is missing (or capped off,
+// cpu_features.h): q8_0, q4_0, q4_K, q5_K and q6_K, on CPUs with AVX2, FMA and F16C.
+bool int8_dot_avx2(DType t);
 
 // y[t * ldy + j] = sum over blocks b of d_w[j,b] * d_x[t,b] * (q_w[j,b] . q_x[t,b]) for
 // t < T, j < n: w points at the first of n rows (row_bytes(t, D) apart). Uses VNNI when
@@ -81,8 +84,8 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out);
 
 // y[r] = dot(row r of w, x) for q8_0/q4_0 rows with int8 activations: per block and
 // 4-value lane an exact integer sum, lane accumulators acc[l] = fma(isum, d_w * d_x, acc[l])
-// in block order, then ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). VNNI when available, else
-// the reference; both follow exactly this arithmetic (equal bit for bit). q4_K, q5_K and
+// in block order, then ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). VNNI when available, else AVX2
+// (int8_dot_avx2), else the reference; all follow exactly this arithmetic (equal bit for bit). q4_K, q5_K and
 // q6_K rows: the same per 32-value block of x with the K-quant's sub-block scales (see
 // gemm_int8.cpp).
 void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);

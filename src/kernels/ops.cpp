@@ -27,8 +27,9 @@ constexpr int64_t kAmxMinTokens = 16;
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
 bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
-// Decode of q8_0/q4_0/q4_K: int8 activations too.
-bool use_int8_dot(DType t) { return int8_dot_supports(t) && int8_gemm_fast(); }
+// Decode: int8 activations where a SIMD kernel takes them (VNNI: every int8 type; AVX2:
+// int8_dot_avx2).
+bool use_int8_dot(DType t) { return int8_dot_supports(t) && (int8_gemm_fast() || int8_dot_avx2(t)); }
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
