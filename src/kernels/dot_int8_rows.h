@@ -74,5 +74,8 @@ void dot_lowk_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* o
 // y[i * ldy + r] for n_tokens (1..4) vectors; AVX-512 VNNI (callers check int8_gemm_fast).
 void dot_lowk_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
                    float* y, int64_t ldy);
+// The same on AVX2 (CPUs without AVX-512 VNNI; callers check int8_dot_avx2), equal bit for bit.
+void dot_lowk_avx2(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
+                   float* y, int64_t ldy);
 
 }  // namespace smoe::int8dot

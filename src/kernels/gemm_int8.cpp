@@ -324,8 +324,9 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
   for_token_groups(n_tokens, [&](auto nt, int t0) {
     const Int8Vector* const* x = xs + t0;
     float* yt = y + t0 * ldy;
+    if (t == DType::Q2_K || t == DType::Q3_K)
+      return vnni ? int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy) : int8dot::dot_lowk_avx2(t, w, n_rows, x, nt(), yt, ldy);
     if (!vnni) return avx2::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
-    if (t == DType::Q2_K || t == DType::Q3_K) return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
     return vnni::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
   });
 }
@@ -498,7 +499,7 @@ bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; 
 
 bool int8_dot_avx2(DType t) {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return ok && avx2_allowed() && int8_dot_supports(t) && t != DType::Q2_K && t != DType::Q3_K;
+  return ok && avx2_allowed() && int8_dot_supports(t);
 }
 
 bool int8_dot_supports(DType t) {
