@@ -290,10 +290,7 @@ TEST(Kernels, MatmulMatchesReferenceOnThreads) {
       matmul_ref(w, x.data(), yr.data(), T, nullptr);
       // The split across threads never changes a row's result.
       ASSERT_EQ(std::memcmp(y.data(), y1.data(), y.size() * 4), 0) << dtype_name(t) << " T=" << T;
-      // int8 activations: with VNNI q8_0/q4_0 always and the K-quants in decode (fewer than 4
-      // tokens); with AVX2 alone (SMOE_CPU=avx2) int8_dot_avx2's types in decode.
-      const bool int8 = (int8_gemm_fast() && (int8_gemm_supports(t) || (T < 4 && int8_dot_supports(t)))) ||
-                        (!int8_gemm_fast() && T < 4 && int8_dot_avx2(t));
+      const bool int8 = matmul_int8_activations(t, T);
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], yr[i], int8 ? 0.5 : 2e-3) << dtype_name(t) << " T=" << T << " i=" << i;
     }

@@ -248,10 +248,10 @@ TEST(KQuantLow, MatmulMatchesReferenceForAllTokenCounts) {
       std::vector<float> y(static_cast<size_t>(T * N)), yr(y.size());
       matmul(w, x.data(), y.data(), T, &pool);
       matmul_ref(w, x.data(), yr.data(), T, nullptr);
-      // Decode sizes (1-3 tokens) run on int8 activations where the CPU has VNNI or AVX2:
-      // each activation rounded to 1/254 of its block's largest, about 0.15 here (their own
-      // kernels are checked bit for bit in kernels_test); float activations otherwise.
-      const bool int8 = T < 4 && int8_dot_supports(t) && (int8_gemm_fast() || int8_dot_avx2(t));
+      // Int8 activations (decode sizes with VNNI, any size with AVX2 alone): each activation
+      // rounded to 1/254 of its block's largest, about 0.15 here (their own kernels are
+      // checked bit for bit in kernels_test); float activations otherwise.
+      const bool int8 = matmul_int8_activations(t, T);
       const double sd = std::sqrt(static_cast<double>(D));
       for (size_t i = 0; i < y.size(); ++i)
         ASSERT_NEAR(y[i], yr[i], int8 ? 0.05 * sd : 1e-4 * (1 + std::fabs(yr[i])) + 2e-4 * sd)

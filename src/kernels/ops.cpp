@@ -30,6 +30,8 @@ bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_f
 // Decode: int8 activations where a SIMD kernel takes them (VNNI: every int8 type; AVX2:
 // int8_dot_avx2).
 bool use_int8_dot(DType t) { return int8_dot_supports(t) && (int8_gemm_fast() || int8_dot_avx2(t)); }
+// The decode kernels' int8 rows path: decode, and batches without VNNI.
+bool use_int8_rows(DType t, int64_t T) { return use_int8_dot(t) && (T < kGemmMinTokens || !int8_gemm_fast()); }
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
@@ -170,6 +172,8 @@ void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws.begin()[i], x, ys.begin()[i], T, pool);
 }
 
+bool matmul_int8_activations(DType t, int64_t T) { return use_int8_rows(t, T) || (T >= kGemmMinTokens && use_int8_activations(t)); }
+
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t D = w.shape.back(), N = w.numel() / D;
   const size_t rb = row_bytes(w.dtype, D);
@@ -178,7 +182,10 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     float* ys[1] = {y};
     return matmul_x16(ws, ys, 1, x, T, pool);
   }
-  if (T < kGemmMinTokens) {
+  // Without VNNI (AVX2 CPUs), batches of the int8 types also take the decode kernels'
+  // int8 activations: each chunk of rows (256 KB, in L2) meets every token in groups of 4.
+  const bool int8_rows = use_int8_rows(w.dtype, T);
+  if (T < kGemmMinTokens || int8_rows) {
     // Decode: fused dot products, weights streamed once per token.
     const bool k_quant = (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) && !use_int8_dot(w.dtype);
     thread_local std::vector<float> xsum;  // [T, D/32], grow-only
@@ -198,7 +205,8 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
         xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
       }
       const Int8Vector* const* xp = xp_buf.data();  // the caller's (see below)
-      const int64_t grain = std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D));
+      const int64_t grain = T < kGemmMinTokens ? std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D))
+                                               : std::max<int64_t>(4, static_cast<int64_t>((256 * 1024) / rb));
       parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
         dot_rows_int8_tokens(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp,
                              static_cast<int>(T), y + begin, N);

@@ -14,6 +14,10 @@ namespace smoe {
 // for few tokens (decode), packed tiles reused across the tokens for more. Rows are split
 // across `pool`'s threads when given; each row's result does not depend on the split.
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
+// Whether matmul quantizes T tokens' activations to int8 for weights of type t that are not
+// repacked: with VNNI, q8_0/q4_0 always and the other int8 types below 4 tokens; without
+// VNNI, int8_dot_avx2's types at any T (their decode kernels, rows in L2 for batches).
+bool matmul_int8_activations(DType t, int64_t T);
 // Several products of one input, ys[i][T, N_i] = x[T, D] · W_i[N_i, D]^T (the same results as
 // one matmul each, bit for bit). When every W_i is repacked (x16) the activations are
 // quantized once and all products run as one parallel loop: decode's q/k/v and an expert's
