@@ -53,6 +53,19 @@ float f16_at(const uint8_t* blk, size_t at) {
   return f16_to_f32_fast(h);
 }
 
+// The 16 stored q3_K scales (6 bits each, before the - 32) of the super-block at blk as
+// bytes: sub-block k's low 4 bits are scales[k] & 15 (k < 8) or scales[k - 8] >> 4, its high
+// 2 bits bits 2 (k / 4) of scales[8 + k % 4] (q3k_scale).
+__attribute__((target("avx2"), always_inline)) inline __m128i q3k_stored_scales(const uint8_t* blk) {
+  alignas(16) uint8_t sb[16] = {};
+  std::memcpy(sb, blk + kQ3Scales, 12);
+  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(sb));
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+  const __m128i h = _mm_srlv_epi32(_mm_set1_epi32(_mm_extract_epi32(v, 2)), _mm_setr_epi32(0, 2, 4, 6));
+  return _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+}
+
 // The same as sub_block_scales, 16 lanes at once (the same products, so the same floats).
 template <bool kQ3>
 __attribute__((target("avx512f,avx512bw,avx512vl,f16c"), always_inline))
@@ -60,15 +73,7 @@ inline void sub_block_scales_avx512(const uint8_t* blk, __m512* dsc, __m512* dm)
   uint16_t hd, hm = 0;
   std::memcpy(&hd, blk + (kQ3 ? kQ3D : kQ2D), 2);
   if constexpr (kQ3) {
-    // Stored scale of sub-block k: its low 4 bits are scales[k] & 15 (k < 8) or
-    // scales[k - 8] >> 4, its high 2 bits bits 2 (k / 4) of scales[8 + k % 4] (q3k_scale).
-    alignas(16) uint8_t sb[16] = {};
-    std::memcpy(sb, blk + kQ3Scales, 12);
-    const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(sb));
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
-    const __m128i h = _mm_srlv_epi32(_mm_set1_epi32(_mm_extract_epi32(v, 2)), _mm_setr_epi32(0, 2, 4, 6));
-    const __m128i sc = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+    const __m128i sc = q3k_stored_scales(blk);
     const __m512i s32 = _mm512_sub_epi32(_mm512_cvtepu8_epi32(sc), _mm512_set1_epi32(32));
     *dsc = _mm512_mul_ps(_mm512_set1_ps(_cvtsh_ss(hd)), _mm512_cvtepi32_ps(s32));
   } else {
@@ -165,13 +170,7 @@ inline void sub_block_scales_avx2(const uint8_t* blk, __m256* dsc, __m256* dm) {
   std::memcpy(&hd, blk + (kQ3 ? kQ3D : kQ2D), 2);
   const __m256 d = _mm256_set1_ps(_cvtsh_ss(hd));
   if constexpr (kQ3) {  // as sub_block_scales_avx512
-    alignas(16) uint8_t sb[16] = {};
-    std::memcpy(sb, blk + kQ3Scales, 12);
-    const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(sb));
-    const __m128i m4 = _mm_set1_epi8(15);
-    const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
-    const __m128i h = _mm_srlv_epi32(_mm_set1_epi32(_mm_extract_epi32(v, 2)), _mm_setr_epi32(0, 2, 4, 6));
-    const __m128i sc = _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+    const __m128i sc = q3k_stored_scales(blk);
     for (int k = 0; k < 2; ++k) {
       const __m256i s32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(k ? _mm_unpackhi_epi64(sc, sc) : sc), _mm256_set1_epi32(32));
       dsc[k] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(s32));
