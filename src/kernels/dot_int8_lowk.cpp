@@ -1,7 +1,8 @@
 // dot_int8_lowk.cpp: decode dot products of q2_K and q3_K rows as stored in GGUF files
 // against int8 activations (Int8Vector), for weights that are not repacked (mapped files,
-// --no-repack): the arithmetic in dot_int8_rows.h, an AVX-512 VNNI kernel and its scalar
-// reference, equal bit for bit. Legend: NT tokens, R rows of a pass, s super-block, b 32-value
+// --no-repack, and every decode and batch on CPUs without VNNI): the arithmetic in
+// dot_int8_rows.h, an AVX-512 VNNI kernel, an AVX2 kernel and their scalar reference, equal
+// bit for bit. Legend: NT tokens, R rows of a pass, s super-block, b 32-value
 // block of x, l 4-value lane (lanes 0-3 and 4-7: the block's two 16-value sub-blocks).
 #include <immintrin.h>
 

@@ -1,8 +1,9 @@
 // gemm_int8.cpp: products with int8 activations (see gemm_int8.h): batched tiles for
 // q8_0/q4_0 weights, and decode dot products for q8_0/q4_0/q4_K/q5_K/q6_K rows (q2_K/q3_K
-// in dot_int8_lowk.cpp). The VNNI kernels are compiled for AVX-512 VNNI with function
-// target attributes and chosen at run time (__builtin_cpu_supports); every other CPU runs
-// the scalar references.
+// in dot_int8_lowk.cpp). The kernels are compiled with function target attributes and
+// chosen at run time (__builtin_cpu_supports, capped by cpu_features.h): the batch tiles for
+// AVX-512 VNNI, the decode kernels (dot_int8_decode-inl.h) once for AVX-512 VNNI and once
+// for AVX2; other CPUs run the scalar references.
 #include "kernels/gemm_int8.h"
 
 #include <immintrin.h>
