@@ -20,6 +20,9 @@ __attribute__((target(SMOE_DOT_TARGET), always_inline)) inline __m256i dot4(__m2
 #endif
 }
 
+// Rows per pass for NT tokens: R x NT accumulators must fit the registers (AVX2 has 16).
+constexpr int pass_rows(int nt) { return SMOE_DOT_VNNI || nt <= 2 ? int8dot::kPassRows : 2; }
+
 // For NT tokens at once: acc[t] + (block b of `row` . block b of x_t) per 32-bit lane, as
 // dot_int8_ref_row computes it for each token. The weight block is loaded once for all NT.
 template <bool kQ8, int NT>
@@ -88,7 +91,7 @@ void dot_int8_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, flo
 template <bool kQ8, int NT>
 void dot_int8_run(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
   const size_t rb = row_bytes(kQ8 ? DType::Q8_0 : DType::Q4_0, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
+  for_row_passes<pass_rows(NT)>(n_rows, [&](auto rows, int64_t r) {
     dot_int8_pass<kQ8, NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
   });
 }
@@ -171,7 +174,7 @@ void dot_k45_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, floa
 template <bool kHigh, int NT>
 void dot_k45_run(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
   const size_t rb = row_bytes(kHigh ? DType::Q5_K : DType::Q4_K, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
+  for_row_passes<pass_rows(NT)>(n_rows, [&](auto rows, int64_t r) {
     dot_k45_pass<kHigh, NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
   });
 }
@@ -238,7 +241,7 @@ void dot_q6k_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, floa
 template <int NT>
 void dot_q6k_run(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
   const size_t rb = row_bytes(DType::Q6_K, xs[0]->D);
-  for_row_passes(n_rows, [&](auto rows, int64_t r) {
+  for_row_passes<pass_rows(NT)>(n_rows, [&](auto rows, int64_t r) {
     dot_q6k_pass<NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
   });
 }

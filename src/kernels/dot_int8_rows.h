@@ -36,10 +36,10 @@ inline void prefetch_unit(const uint8_t* p, size_t n) {
 
 // Calls pass(std::integral_constant<int, R>, r0) for rows [r0, r0 + R) of n_rows: passes of
 // kPassRows, the rest one by one.
-template <class Pass>
+template <int kRows = kPassRows, class Pass>
 void for_row_passes(int64_t n_rows, Pass&& pass) {
   int64_t r = 0;
-  for (; r + kPassRows <= n_rows; r += kPassRows) pass(std::integral_constant<int, kPassRows>{}, r);
+  for (; r + kRows <= n_rows; r += kRows) pass(std::integral_constant<int, kRows>{}, r);
   for (; r < n_rows; ++r) pass(std::integral_constant<int, 1>{}, r);
 }
 
