@@ -12,10 +12,10 @@ namespace smoe {
 namespace {
 
 CpuCap detect() {
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
     return CpuCap::kAvx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-    return CpuCap::kAvx2;
+  if (avx2) return CpuCap::kAvx2;
   if (__builtin_cpu_supports("sse4.1")) return CpuCap::kSse4;
   return CpuCap::kScalar;
 }

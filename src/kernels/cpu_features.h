@@ -16,8 +16,8 @@ enum class CpuCap { kScalar = 0, kSse4 = 1, kAvx2 = 2, kAvx512 = 3 };
 const char* cpu_cap_name(CpuCap c);
 std::optional<CpuCap> parse_cpu_cap(std::string_view s);
 
-// The cap in effect: the lower of what the CPU has (avx512: AVX-512 F/BW/VL; avx2: AVX2,
-// FMA and F16C; sse4: SSE4.1) and SMOE_CPU. Throws an Error naming the accepted values
+// The cap in effect: the lower of what the CPU has (avx2: AVX2, FMA and F16C; avx512: those
+// and AVX-512 F/BW/VL; sse4: SSE4.1) and SMOE_CPU. Throws an Error naming the accepted values
 // when SMOE_CPU holds anything else (the CLI calls it at start-up; the kernels' own checks
 // below ignore a bad value).
 CpuCap cpu_cap();
@@ -28,8 +28,7 @@ void set_cpu_cap(CpuCap c);
 // Whether the AVX-512 function-target kernels may run (they check their own further
 // features, such as VNNI or AMX, besides).
 bool avx512_allowed();
-// Whether AVX2 function-target kernels may run (the cap is avx2 or avx512; they check the
-// CPU's AVX2, FMA and F16C themselves).
+// Whether AVX2 function-target kernels (AVX2, FMA, F16C) may run: the cap is avx2 or avx512.
 bool avx2_allowed();
 // The Highway target the SIMD kernels dispatch to now ("AVX3", "AVX2", "SSE4", "EMU128", ...).
 const char* simd_target();

@@ -221,7 +221,6 @@ void dot_k45_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
   *out = reduce_lanes(acc) - reduce_lanes(macc);
 }
 
-// Super-block s (at blk) of one row against NT token vectors: acc[t] and macc[t] as above.
 // ---- q6_K rows against int8 activations ----
 // Value q - 32 with q = 4 low bits from ql and 2 high bits from qh (0..63), an int8 scale
 // per 16 values, d per 256. Per x block bx (32 values: two 16-value sub-blocks, lanes 0-3
@@ -498,10 +497,7 @@ bool int8_gemm_fast() {
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-bool int8_dot_avx2(DType t) {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
-  return ok && avx2_allowed() && int8_dot_supports(t);
-}
+bool int8_dot_avx2(DType t) { return avx2_allowed() && int8_dot_supports(t); }
 
 bool int8_dot_supports(DType t) {
   return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q2_K ||

@@ -419,9 +419,10 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
   const float* dx = x.d.data() + t0;
   const float* dsum = x.dsum.data() + t0;
   const int32_t* corr6 = x.corr6.data() + t0;
-  // [nb][8][Tpad] groups of 4 values; q2_K/q3_K (and q4_K given them) take the activations
-  // quantized per super-block.
-  constexpr bool kPer256 = low_bits(kT) || (kT == DType::Q4_K && kSb);
+  // [nb][8][Tpad] groups of 4 values; q2_K/q3_K (and q4_K given them: kInt, exact int32
+  // sums per super-block) take the activations quantized per super-block.
+  constexpr bool kInt = kT == DType::Q4_K && kSb;
+  constexpr bool kPer256 = low_bits(kT) || kInt;
   const int8_t* xq = (kPer256 ? x.q256.data() : x.q.data()) + 4 * t0;
   [[maybe_unused]] const float* dx256 = kPer256 ? x.d256.data() + t0 : nullptr;
   [[maybe_unused]] const int32_t* sum16 = kPer256 ? x.sum16.data() + t0 : nullptr;
@@ -431,7 +432,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
     for (int t = 0; t < NT; ++t) acc[gi][t] = _mm512_setzero_ps();
   // q4_K's per-256 sums stay in memory between super-blocks (touched once per super-block):
   // in registers beside the integer sums and the chains, batch passes spilled.
-  [[maybe_unused]] alignas(64) float accm[NG][NT][kGroup] = {};
+  [[maybe_unused]] alignas(64) float accm[kInt ? NG : 1][kInt ? NT : 1][kGroup] = {};
   for (int64_t s = 0; s < nsb; ++s) {
     const uint8_t* sb[NG];
     __m512 dv[NG];
@@ -461,7 +462,6 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
       // q x_q, per row (C[gi][1]: the high nibbles' half of the in-place pair; a single
       // chain holds sum (q - 8) x_q, and 8 sc_j xsum_j is added at the end). q5_K keeps
       // float terms per block (its block sums need 17 bits: see gemm_x16.h).
-      constexpr bool kInt = kT == DType::Q4_K && kSb;
       constexpr int kC = kInPlace ? 2 : 1;
       [[maybe_unused]] __m512i C[NG][kC][NT];
       if constexpr (kInt)
@@ -550,7 +550,7 @@ void kx16_group(const uint8_t* wg, size_t stride, const Int8Activations& x, int6
   }
   for (int gi = 0; gi < NG; ++gi)
     for (int t = 0; t < NT; ++t)
-      _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, kPer256 && kT == DType::Q4_K ? _mm512_load_ps(accm[gi][t]) : acc[gi][t]);
+      _mm512_storeu_ps(y + (t0 + t) * ldy + gi * kGroup, kInt ? _mm512_load_ps(accm[gi][t]) : acc[gi][t]);
 }
 
 // Batch passes (see x16_for_each_pass): q4_K/q5_K go 2 row groups x 8 tokens. q6_K, q2_K

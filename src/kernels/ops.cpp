@@ -27,11 +27,11 @@ constexpr int64_t kAmxMinTokens = 16;
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
 bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
-// Decode: int8 activations where a SIMD kernel takes them (VNNI: every int8 type; AVX2:
-// int8_dot_avx2).
-bool use_int8_dot(DType t) { return int8_dot_supports(t) && (int8_gemm_fast() || int8_dot_avx2(t)); }
-// The decode kernels' int8 rows path: decode, and batches without VNNI.
-bool use_int8_rows(DType t, int64_t T) { return use_int8_dot(t) && (T < kGemmMinTokens || !int8_gemm_fast()); }
+// The int8 decode kernels (dot_rows_int8_tokens): with VNNI for decode of every int8 type;
+// without it, on AVX2, for decode and batches alike.
+bool use_int8_rows(DType t, int64_t T) {
+  return int8_dot_supports(t) && (int8_gemm_fast() ? T < kGemmMinTokens : int8_dot_avx2(t));
+}
 }  // namespace
 
 void matmul_rows(const TensorView& w, int64_t row0, int64_t n_rows, const float* x, float* y,
@@ -187,15 +187,15 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
   const bool int8_rows = use_int8_rows(w.dtype, T);
   if (T < kGemmMinTokens || int8_rows) {
     // Decode: fused dot products, weights streamed once per token.
-    const bool k_quant = (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) && !use_int8_dot(w.dtype);
+    const bool k_quant = (w.dtype == DType::Q4_K || w.dtype == DType::Q5_K) && !int8_rows;
     thread_local std::vector<float> xsum;  // [T, D/32], grow-only
     if (k_quant) {
       if (xsum.size() < static_cast<size_t>(T * D / 32)) xsum.resize(static_cast<size_t>(T * D / 32));
       for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
     }
     const float* xs = k_quant ? xsum.data() : nullptr;
-    if (use_int8_dot(w.dtype)) {
-      // q8_0/q4_0/q4_K: each token's activations quantized to int8 once, integer block dots.
+    if (int8_rows) {
+      // Each token's activations quantized to int8 once, integer block dots.
       thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
       if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
       thread_local std::vector<const Int8Vector*> xp_buf;
