@@ -2,7 +2,8 @@
 // q6_K rows in the GGUF layout (gemm_int8.h: dot_rows_int8_tokens), compiled once per
 // instruction set: gemm_int8.cpp includes this file twice, in namespace SMOE_DOT_NS, with
 // SMOE_DOT_TARGET the function target and SMOE_DOT_VNNI 1 (AVX-512 VNNI on 256-bit vectors:
-// vpdpbusd) or 0 (AVX2: vpmaddubsw, then vpmaddwd with ones). No include guard, on purpose.
+// vpdpbusd) or 0 (AVX2: vpmaddubsw, then vpmaddwd with ones; q8_0 and q4_0 only, as CPUs
+// without VNNI take the K-quants on dot_kquant_sb.h). No include guard, on purpose.
 // Both give the same bits: every vpmaddubsw operand pair here is an unsigned weight of at
 // most 128 (q8_0 as |w| with x taking w's sign, nibbles, q5_K 0..31, q6_K 0..63) times an
 // activation of at most 127 in magnitude, so the 16-bit pair sums (at most 2 * 128 * 127 =
@@ -104,18 +105,7 @@ inline void k45_superblock_terms(const uint8_t* blk, const Int8Vector* const* xs
   uint16_t hd, hm;
   std::memcpy(&hd, blk, 2);
   std::memcpy(&hm, blk + 2, 2);
-  // d * sc_j in lanes 0-7 and dmin * m_j in lanes 8-15 (the bytes as kquant_scale_min
-  // unpacks them: the low 6 bits of q[j] and q[j + 4] for j < 4; for j >= 4 a nibble of
-  // q[j + 4] below the top 2 bits of q[j - 4] or q[j]). The 16 bytes from blk + 4 stay
-  // inside the super-block.
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
-  const __m128i a = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m128i lo = _mm_or_si128(
-      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
-      _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
-  const __m128i b = _mm_shuffle_epi8(q, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-  const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(b, 6), _mm_set1_epi8(3)), 4);
-  const __m128i scmn = _mm_or_si128(lo, hi);  // the 8 scales, then the 8 mins
+  const __m128i scmn = int8dot::k45_scales_mins(blk);  // the 8 scales, then the 8 mins
   const __m256 dscv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(scmn)), _mm256_set1_ps(_cvtsh_ss(hd)));
   const __m256 dmv =
       _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(scmn, scmn))), _mm256_set1_ps(_cvtsh_ss(hm)));
@@ -246,9 +236,12 @@ void dot_q6k_run(const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, 
   });
 }
 
-// Rows of w of type t (q8_0, q4_0, q4_K, q5_K or q6_K) against NT token vectors.
+// Rows of w of type t (q8_0, q4_0, q4_K, q5_K or q6_K; on AVX2 q8_0 and q4_0 only) against
+// NT token vectors.
 template <int NT>
 void dot_rows_run(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, float* y, int64_t ldy) {
+  if constexpr (!SMOE_DOT_VNNI)
+    return t == DType::Q8_0 ? dot_int8_run<true, NT>(w, n_rows, xs, y, ldy) : dot_int8_run<false, NT>(w, n_rows, xs, y, ldy);
   switch (t) {
     case DType::Q8_0: return dot_int8_run<true, NT>(w, n_rows, xs, y, ldy);
     case DType::Q4_0: return dot_int8_run<false, NT>(w, n_rows, xs, y, ldy);

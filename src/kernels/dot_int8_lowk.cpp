@@ -1,8 +1,7 @@
 // dot_int8_lowk.cpp: decode dot products of q2_K and q3_K rows as stored in GGUF files
 // against int8 activations (Int8Vector), for weights that are not repacked (mapped files,
-// --no-repack, and every decode and batch on CPUs without VNNI): the arithmetic in
-// dot_int8_rows.h, an AVX-512 VNNI kernel, an AVX2 kernel and their scalar reference, equal
-// bit for bit. Legend: NT tokens, R rows of a pass, s super-block, b 32-value
+// --no-repack) on CPUs with AVX-512 VNNI: the arithmetic in dot_int8_rows.h, the VNNI kernel
+// and its scalar reference, equal bit for bit (CPUs without VNNI take dot_kquant_sb.h). Legend: NT tokens, R rows of a pass, s super-block, b 32-value
 // block of x, l 4-value lane (lanes 0-3 and 4-7: the block's two 16-value sub-blocks).
 #include <immintrin.h>
 
@@ -33,7 +32,7 @@ struct alignas(64) ScalePair {
 
 // Byte offsets in the GGUF super-blocks (dtype.h).
 constexpr size_t kQ2Qs = 16, kQ2D = 80, kQ2Dmin = 82;
-constexpr size_t kQ3Qs = 32, kQ3Scales = 96, kQ3D = 108;
+constexpr size_t kQ3Qs = 32, kQ3D = 108;
 
 // d * (sub-block scale) for the 16 sub-blocks of a super-block, and for q2_K dmin * min.
 template <bool kQ3>
@@ -52,19 +51,6 @@ float f16_at(const uint8_t* blk, size_t at) {
   uint16_t h;
   std::memcpy(&h, blk + at, 2);
   return f16_to_f32_fast(h);
-}
-
-// The 16 stored q3_K scales (6 bits each, before the - 32) of the super-block at blk as
-// bytes: sub-block k's low 4 bits are scales[k] & 15 (k < 8) or scales[k - 8] >> 4, its high
-// 2 bits bits 2 (k / 4) of scales[8 + k % 4] (q3k_scale).
-__attribute__((target("avx2"), always_inline)) inline __m128i q3k_stored_scales(const uint8_t* blk) {
-  alignas(16) uint8_t sb[16] = {};
-  std::memcpy(sb, blk + kQ3Scales, 12);
-  const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(sb));
-  const __m128i m4 = _mm_set1_epi8(15);
-  const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
-  const __m128i h = _mm_srlv_epi32(_mm_set1_epi32(_mm_extract_epi32(v, 2)), _mm_setr_epi32(0, 2, 4, 6));
-  return _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
 }
 
 // The same as sub_block_scales, 16 lanes at once (the same products, so the same floats).
@@ -158,101 +144,6 @@ void lowk_pass(const uint8_t* w, size_t rb, const Int8Vector* const* xs, const S
     }
 }
 
-// ---- AVX2 (CPUs without AVX-512 VNNI): one block per 256-bit vector, the even and odd
-// blocks' lanes in two accumulators (the 512-bit kernel's lanes 0-7 and 8-15), so the same
-// arithmetic; vpmaddubsw + vpmaddwd for vpdpbusd (pairs of q <= 7 times |x_q| <= 127 cannot
-// saturate). ----
-
-// sub_block_scales for sub-blocks 0-7 (dsc[0], dm[0]) and 8-15 (dsc[1], dm[1]).
-template <bool kQ3>
-__attribute__((target("avx2,fma,f16c"), always_inline))
-inline void sub_block_scales_avx2(const uint8_t* blk, __m256* dsc, __m256* dm) {
-  uint16_t hd, hm = 0;
-  std::memcpy(&hd, blk + (kQ3 ? kQ3D : kQ2D), 2);
-  const __m256 d = _mm256_set1_ps(_cvtsh_ss(hd));
-  if constexpr (kQ3) {  // as sub_block_scales_avx512
-    const __m128i sc = q3k_stored_scales(blk);
-    for (int k = 0; k < 2; ++k) {
-      const __m256i s32 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(k ? _mm_unpackhi_epi64(sc, sc) : sc), _mm256_set1_epi32(32));
-      dsc[k] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(s32));
-    }
-  } else {
-    std::memcpy(&hm, blk + kQ2Dmin, 2);
-    const __m256 dmin = _mm256_set1_ps(_cvtsh_ss(hm));
-    for (int k = 0; k < 2; ++k) {
-      const __m256i s32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk + 8 * k)));
-      dsc[k] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_and_si256(s32, _mm256_set1_epi32(15))));
-      dm[k] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_srli_epi32(s32, 4)));
-    }
-  }
-}
-
-// Super-block s (at blk) of one row against NT token vectors: acc[0][t] the even blocks'
-// lanes, acc[1][t] the odd ones'.
-template <bool kQ3, int NT>
-__attribute__((target("avx2,fma,f16c"), always_inline))
-inline void lowk_superblock_terms_avx2(const uint8_t* blk, const Int8Vector* const* xs, int64_t s, __m256 (*acc)[NT]) {
-  __m256 dsc[2], dm[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-  sub_block_scales_avx2<kQ3>(blk, dsc, dm);
-  const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
-  [[maybe_unused]] __m256i hmask;
-  if constexpr (kQ3) hmask = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
-  const uint8_t* qs = blk + (kQ3 ? kQ3Qs : kQ2Qs);
-  for (int n = 0; n < 2; ++n) {
-    // Values 32 jb + l of blocks jb = 4n .. 4n + 3 sit in bits 2 (jb - 4n) of byte l.
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * n));
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; ++c) {
-      const int jb = 4 * n + c;
-      const int64_t b = s * 8 + jb;
-      __m256i q = _mm256_and_si256(_mm256_srli_epi16(v, 2 * c), m3);
-      if constexpr (kQ3)  // the high bit of value 32 jb + l is bit jb of hmask[l]
-        q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hmask, jb), one), 2));
-      // Sub-block 2 jb + l / 4 of lane l: index 2 c + l / 4 of the half holding it.
-      const __m256i sub = _mm256_add_epi32(_mm256_set1_epi32(2 * c), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
-      const __m256 scp = _mm256_permutevar8x32_ps(dsc[n], sub);
-      [[maybe_unused]] __m256 mnp;
-      if constexpr (!kQ3) mnp = _mm256_permutevar8x32_ps(dm[n], sub);
-      for (int t = 0; t < NT; ++t) {
-        const Int8Vector& x = *xs[t];
-        const __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.q[static_cast<size_t>(b * kBlock)]));
-        const __m256i neg8 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&x.neg8_lane_sums[static_cast<size_t>(b * 8)]));
-        const __m256i prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xq), ones16);
-        __m256 tv;
-        if constexpr (kQ3) {  // from -4 s_l: sum (q - 4) x_q
-          tv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_srai_epi32(neg8, 1), prod)), scp);
-        } else {
-          tv = _mm256_mul_ps(_mm256_cvtepi32_ps(prod), scp);
-          tv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srai_epi32(neg8, 3)), mnp, tv);
-        }
-        acc[jb % 2][t] = _mm256_fmadd_ps(tv, _mm256_set1_ps(x.d[static_cast<size_t>(b)]), acc[jb % 2][t]);
-      }
-    }
-  }
-}
-
-template <bool kQ3, int NT, int R>
-__attribute__((target("avx2,fma,f16c")))
-void lowk_pass_avx2(const uint8_t* w, size_t rb, const Int8Vector* const* xs, float* y, int64_t ldy) {
-  constexpr size_t bb = kQ3 ? sizeof(BlockQ3_K) : sizeof(BlockQ2_K);
-  __m256 acc[R][2][NT];
-  for (int i = 0; i < R; ++i)
-    for (int e = 0; e < 2; ++e)
-      for (int t = 0; t < NT; ++t) acc[i][e][t] = _mm256_setzero_ps();
-  for (int64_t s = 0; s < xs[0]->D / 256; ++s)
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* blk = w + static_cast<size_t>(i) * rb + static_cast<size_t>(s) * bb;
-      prefetch_unit(blk + R * rb, bb);
-      lowk_superblock_terms_avx2<kQ3, NT>(blk, xs, s, acc[i]);
-    }
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) {  // lanes l and l + 8, then the 8 lanes' fixed order
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, _mm256_add_ps(acc[i][0][t], acc[i][1][t]));
-      y[t * ldy + i] = reduce_lanes(lanes);
-    }
-}
-
 }  // namespace
 
 void dot_lowk_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* out) {
@@ -305,23 +196,6 @@ void dot_lowk_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* 
       float* yr = y + t0 * ldy + r;
       if (t == DType::Q3_K) lowk_pass<true, nt(), rows()>(wr, rb, xs + t0, dxp, yr, ldy);
       else lowk_pass<false, nt(), rows()>(wr, rb, xs + t0, dxp, yr, ldy);
-    });
-  });
-}
-
-}  // namespace smoe::int8dot
-
-namespace smoe::int8dot {
-
-void dot_lowk_avx2(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
-                   float* y, int64_t ldy) {
-  const size_t rb = row_bytes(t, xs[0]->D);
-  for_token_groups(n_tokens, [&](auto nt, int t0) {
-    for_row_passes(n_rows, [&](auto rows, int64_t r) {
-      const uint8_t* wr = w + static_cast<size_t>(r) * rb;
-      float* yr = y + t0 * ldy + r;
-      if (t == DType::Q3_K) lowk_pass_avx2<true, nt(), rows()>(wr, rb, xs + t0, yr, ldy);
-      else lowk_pass_avx2<false, nt(), rows()>(wr, rb, xs + t0, yr, ldy);
     });
   });
 }

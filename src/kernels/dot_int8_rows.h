@@ -34,6 +34,38 @@ inline void prefetch_unit(const uint8_t* p, size_t n) {
   _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T1);
 }
 
+// Byte offset of the 12 packed scale bytes in a GGUF q3_K super-block (dtype.h).
+constexpr size_t kQ3Scales = 96;
+
+// The 16 stored q3_K scales (6 bits each, before the - 32) of the super-block at blk as
+// bytes: sub-block k's low 4 bits are scales[k] & 15 (k < 8) or scales[k - 8] >> 4, its high
+// 2 bits bits 2 (k / 4) of scales[8 + k % 4] (q3k_scale).
+// The 12 bytes are read with the 2 before them (the last of qs) and shifted down, which stays
+// inside the super-block; copying them to the stack first cost a failed store forward per
+// super-block (27% of the AVX2 q3_K decode kernel's samples under perf).
+__attribute__((target("avx2"), always_inline)) inline __m128i q3k_stored_scales(const uint8_t* blk) {
+  const __m128i v = _mm_srli_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kQ3Scales - 2)), 2);
+  const __m128i m4 = _mm_set1_epi8(15);
+  const __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(v, m4), _mm_and_si128(_mm_srli_epi16(v, 4), m4));
+  const __m128i h = _mm_srlv_epi32(_mm_set1_epi32(_mm_extract_epi32(v, 2)), _mm_setr_epi32(0, 2, 4, 6));
+  return _mm_or_si128(lo, _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi8(3)), 4));
+}
+
+// The 8 sub-block scales (bytes 0-7) and 8 mins (bytes 8-15) of the q4_K/q5_K super-block at
+// blk, as kquant_scale_min unpacks them: the low 6 bits of q[j] and q[j + 4] for j < 4; for
+// j >= 4 a nibble of q[j + 4] below the top 2 bits of q[j - 4] or q[j] (q = blk + 4). The 16
+// bytes from blk + 4 stay inside the super-block.
+__attribute__((target("avx2"), always_inline)) inline __m128i k45_scales_mins(const uint8_t* blk) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+  const __m128i a = _mm_shuffle_epi8(q, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i lo = _mm_or_si128(
+      _mm_and_si128(a, _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 0, 0, 0, 0)),
+      _mm_and_si128(_mm_srli_epi16(a, 4), _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 15, 15, 15)));
+  const __m128i b = _mm_shuffle_epi8(q, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i hi = _mm_slli_epi16(_mm_and_si128(_mm_srli_epi16(b, 6), _mm_set1_epi8(3)), 4);
+  return _mm_or_si128(lo, hi);
+}
+
 // Calls pass(std::integral_constant<int, R>, r0) for rows [r0, r0 + R) of n_rows: passes of
 // kPassRows, the rest one by one.
 template <int kRows = kPassRows, class Pass>
@@ -73,9 +105,6 @@ void for_token_groups(int nt, Kernel&& kernel) {
 void dot_lowk_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* out);
 // y[i * ldy + r] for n_tokens (1..4) vectors; AVX-512 VNNI (callers check int8_gemm_fast).
 void dot_lowk_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
-                   float* y, int64_t ldy);
-// The same on AVX2 (CPUs without AVX-512 VNNI; callers check int8_dot_avx2), equal bit for bit.
-void dot_lowk_avx2(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
                    float* y, int64_t ldy);
 
 }  // namespace smoe::int8dot

@@ -324,9 +324,8 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
   for_token_groups(n_tokens, [&](auto nt, int t0) {
     const Int8Vector* const* x = xs + t0;
     float* yt = y + t0 * ldy;
-    if (t == DType::Q2_K || t == DType::Q3_K)
-      return vnni ? int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy) : int8dot::dot_lowk_avx2(t, w, n_rows, x, nt(), yt, ldy);
     if (!vnni) return avx2::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
+    if (t == DType::Q2_K || t == DType::Q3_K) return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
     return vnni::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
   });
 }
@@ -497,7 +496,7 @@ bool int8_gemm_fast() {
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-bool int8_dot_avx2(DType t) { return avx2_allowed() && int8_dot_supports(t); }
+bool int8_dot_avx2(DType t) { return avx2_allowed() && (t == DType::Q8_0 || t == DType::Q4_0); }
 
 bool int8_dot_supports(DType t) {
   return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q2_K ||

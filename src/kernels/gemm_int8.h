@@ -55,7 +55,8 @@ bool int8_gemm_supports(DType t);
 // K-quants q2_K, q3_K, q4_K, q5_K, q6_K.
 bool int8_dot_supports(DType t);
 // Whether dot_rows_int8 runs t on AVX2 kernels when VNNI is missing (or capped off,
-// cpu_features.h): every int8_dot_supports type, on CPUs with AVX2, FMA and F16C.
+// cpu_features.h): q8_0 and q4_0, on CPUs with AVX2, FMA and F16C (the K-quants take
+// dot_kquant_sb.h's kernels there, and the reference here).
 bool int8_dot_avx2(DType t);
 
 // y[t * ldy + j] = sum over blocks b of d_w[j,b] * d_x[t,b] * (q_w[j,b] . q_x[t,b]) for

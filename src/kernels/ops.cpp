@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "kernels/dequant.h"
 #include "kernels/dot_float.h"
+#include "kernels/dot_kquant_sb.h"
 #include "kernels/gemm_amx.h"
 #include "kernels/gemm_amx_kquant.h"
 #include "kernels/gemm_int8.h"
@@ -27,10 +28,38 @@ constexpr int64_t kAmxMinTokens = 16;
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
 bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
+// Without VNNI, K-quant rows on AVX2 take the per-super-block kernels (dot_kquant_sb.h) for
+// decode and batches alike.
+bool use_kquant_sb(DType t) { return !int8_gemm_fast() && kquant_sb_avx2(t); }
 // The int8 decode kernels (dot_rows_int8_tokens): with VNNI for decode of every int8 type;
-// without it, on AVX2, for decode and batches alike.
+// without it, on AVX2, for q8_0/q4_0 decode and batches alike.
 bool use_int8_rows(DType t, int64_t T) {
   return int8_dot_supports(t) && (int8_gemm_fast() ? T < kGemmMinTokens : int8_dot_avx2(t));
+}
+// Rows per task of the int8 row kernels: decode streams the weights in chunks of about 32 K
+// values; batches keep about 256 KB of rows in L2 while every token passes over them.
+int64_t int8_rows_grain(int64_t T, int64_t D, size_t rb) {
+  return T < kGemmMinTokens ? std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D))
+                            : std::max<int64_t>(4, static_cast<int64_t>((256 * 1024) / rb));
+}
+
+// matmul for use_kquant_sb's types: each token's activations quantized per super-block once.
+void matmul_kquant_sb(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
+  const int64_t D = w.shape.back(), N = w.numel() / D;
+  const size_t rb = row_bytes(w.dtype, D);
+  thread_local std::vector<Int8SuperVector> xq_buf;  // grow-only, one per token
+  if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
+  thread_local std::vector<const Int8SuperVector*> xp_buf;
+  xp_buf.resize(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    quantize_vector_sb(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
+    xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
+  }
+  const Int8SuperVector* const* xp = xp_buf.data();  // the caller's: workers see their own thread_locals
+  parallel_for(pool, N, int8_rows_grain(T, D, rb), [&](int64_t begin, int64_t end) {
+    dot_kquant_sb(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp, static_cast<int>(T),
+                  y + begin, N);
+  });
 }
 }  // namespace
 
@@ -172,7 +201,9 @@ void matmul_shared(std::initializer_list<const TensorView*> ws, const float* x,
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws.begin()[i], x, ys.begin()[i], T, pool);
 }
 
-bool matmul_int8_activations(DType t, int64_t T) { return use_int8_rows(t, T) || (T >= kGemmMinTokens && use_int8_activations(t)); }
+bool matmul_int8_activations(DType t, int64_t T) {
+  return use_kquant_sb(t) || use_int8_rows(t, T) || (T >= kGemmMinTokens && use_int8_activations(t));
+}
 
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t D = w.shape.back(), N = w.numel() / D;
@@ -182,8 +213,9 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     float* ys[1] = {y};
     return matmul_x16(ws, ys, 1, x, T, pool);
   }
-  // Without VNNI (AVX2 CPUs), batches of the int8 types also take the decode kernels'
-  // int8 activations: each chunk of rows (256 KB, in L2) meets every token in groups of 4.
+  if (use_kquant_sb(w.dtype)) return matmul_kquant_sb(w, x, y, T, pool);
+  // Without VNNI (AVX2 CPUs), batches of q8_0/q4_0 also take the decode kernels' int8
+  // activations: each chunk of rows (256 KB, in L2) meets every token in groups of 4.
   const bool int8_rows = use_int8_rows(w.dtype, T);
   if (T < kGemmMinTokens || int8_rows) {
     // Decode: fused dot products, weights streamed once per token.
@@ -205,9 +237,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
         xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
       }
       const Int8Vector* const* xp = xp_buf.data();  // the caller's (see below)
-      const int64_t grain = T < kGemmMinTokens ? std::max<int64_t>(16, 32768 / std::max<int64_t>(1, D))
-                                               : std::max<int64_t>(4, static_cast<int64_t>((256 * 1024) / rb));
-      parallel_for(pool, N, grain, [&](int64_t begin, int64_t end) {
+      parallel_for(pool, N, int8_rows_grain(T, D, rb), [&](int64_t begin, int64_t end) {
         dot_rows_int8_tokens(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp,
                              static_cast<int>(T), y + begin, N);
       });

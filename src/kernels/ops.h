@@ -16,7 +16,8 @@ namespace smoe {
 void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool = nullptr);
 // Whether matmul quantizes T tokens' activations to int8 for weights of type t that are not
 // repacked: with VNNI, q8_0/q4_0 always and the other int8 types below 4 tokens; without
-// VNNI, int8_dot_avx2's types at any T (their decode kernels, rows in L2 for batches).
+// VNNI, on AVX2, q8_0/q4_0 and the K-quants at any T (their decode kernels, rows in L2 for
+// batches; the K-quants' activations per super-block, dot_kquant_sb.h).
 bool matmul_int8_activations(DType t, int64_t T);
 // Several products of one input, ys[i][T, N_i] = x[T, D] · W_i[N_i, D]^T (the same results as
 // one matmul each, bit for bit). When every W_i is repacked (x16) the activations are

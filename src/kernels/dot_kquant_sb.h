@@ -1,0 +1,48 @@
+// dot_kquant_sb.h: K-quant rows (q2_K, q3_K, q4_K, q5_K, q6_K as stored in GGUF files)
+// against activations quantized per 256-value super-block, on AVX2: matmul's decode and
+// batch kernels for these types on CPUs without AVX-512 VNNI. Legend: D row length,
+// S = D / 256 super-blocks, k 16-value sub-block, NT tokens of a call.
+//
+// Arithmetic: gemm_amx_kquant.h's, equal bit for bit to gemm_amx_kquant_ref on the same
+// activations. Per row, token and super-block an exact int32 sum C of n * x_q, n the weight
+// value with its sub-block scale folded in (q2_K/q4_K/q5_K sc * q, q3_K (sc - 32) * (4 - q),
+// q6_K sc * (q - 32)), and for the types with mins M = sum_k min_k * (sum of x_q over k);
+// then acc = fma(float(C), d * dx, acc) (q3_K: -d) and acc = fma(float(M), (-dmin) * dx, acc),
+// in super-block order. The AVX2 kernel sums each 32-value block with vpmaddubsw (weight
+// values q, unsigned, times x_q) and vpmaddwd against the sub-block scales as 16-bit
+// integers, so the scale costs no instruction of its own; the offsets of q3_K and q6_K become
+// one vpmaddwd of the 16 sub-block sums of x_q per super-block. Against the per-32
+// activations these types took before on AVX2 (dot_int8_rows.h), about half the vector
+// instructions per multiply-add.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace smoe {
+
+// One token's activations x[D] (D a multiple of 256) quantized per super-block s as
+// quantize_amx_activations does: d[s] = amax / 127, q = round(x / d) (round to nearest even,
+// 0 where that is not a number), sum16[k] the sum of q over sub-block k.
+struct Int8SuperVector {
+  int64_t D = 0;
+  std::vector<int8_t> q;       // [D]
+  std::vector<float> d;        // [S]
+  std::vector<int16_t> sum16;  // [D / 16]
+};
+// AVX2 where allowed (cpu_features.h), equal bit for bit to the scalar reference.
+void quantize_vector_sb(const float* x, int64_t D, Int8SuperVector& out);
+void quantize_vector_sb_ref(const float* x, int64_t D, Int8SuperVector& out);
+
+// Whether dot_kquant_sb runs type t on its AVX2 kernel: a K-quant on a CPU with AVX2, FMA and
+// F16C (and not capped below avx2).
+bool kquant_sb_avx2(DType t);
+// y[i * ldy + r] = row r of the n_rows K-quant rows at w (row_bytes(t, D) apart) . xs[i], for
+// n_tokens tokens; the AVX2 kernel when kquant_sb_avx2(t), else the reference.
+void dot_kquant_sb(DType t, const uint8_t* w, int64_t n_rows, const Int8SuperVector* const* xs, int n_tokens,
+                   float* y, int64_t ldy);
+void dot_kquant_sb_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8SuperVector* const* xs,
+                       int n_tokens, float* y, int64_t ldy);
+
+}  // namespace smoe
