@@ -13,7 +13,7 @@
 #include "core/error.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dot_int8_rows.h"
-#include "kernels/gemm_x16.h"
+#include "kernels/gemm_amx_kquant.h"
 
 namespace smoe {
 
@@ -395,44 +395,10 @@ void dot_kquant_sb_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Supe
   const size_t rb = row_bytes(t, D), bb = row_bytes(t, kSuper);
   for (int64_t r = 0; r < n_rows; ++r)
     for (int tk = 0; tk < n_tokens; ++tk) {
-      const Int8SuperVector& x = *xs[tk];
       float acc = 0.f;
-      for (int64_t s = 0; s < S; ++s) {
-        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb;
-        uint8_t q[kSuper];
-        kquant_block_values(t, blk, q);
-        // Each value's weight n = (sub-block scale) x (q less its offset), and its min.
-        int32_t isum = 0, msum = 0;
-        for (int64_t i = 0; i < kSuper; ++i) {
-          const int32_t xq = x.q[static_cast<size_t>(s * kSuper + i)];
-          const int k = static_cast<int>(i / 16);
-          int32_t n = 0, m = 0;
-          if (t == DType::Q6_K) {
-            n = static_cast<int8_t>(blk[192 + k]) * (q[i] - 32);
-          } else if (t == DType::Q3_K) {
-            n = (q3k_scale(k, blk + 96) - 32) * (4 - q[i]);
-          } else if (t == DType::Q2_K) {
-            n = (blk[k] & 15) * q[i];
-            m = blk[k] >> 4;
-          } else {
-            uint8_t sc, mn;
-            kquant_scale_min(k / 2, blk + 4, &sc, &mn);
-            n = sc * q[i];
-            m = mn;
-          }
-          isum += n * xq;
-          msum += m * xq;
-        }
-        const size_t d_at = t == DType::Q6_K ? 208 : t == DType::Q3_K ? 108 : t == DType::Q2_K ? 80 : 0;
-        uint16_t hd, hm;
-        std::memcpy(&hd, blk + d_at, 2);
-        const float d = f16_to_f32(hd), dx = x.d[static_cast<size_t>(s)];
-        acc = std::fma(static_cast<float>(isum), (t == DType::Q3_K ? -d : d) * dx, acc);
-        if (t == DType::Q2_K || t == DType::Q4_K || t == DType::Q5_K) {
-          std::memcpy(&hm, blk + d_at + 2, 2);
-          acc = std::fma(static_cast<float>(msum), -f16_to_f32(hm) * dx, acc);
-        }
-      }
+      for (int64_t s = 0; s < S; ++s)
+        acc = kquant_superblock_ref(t, w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb,
+                                    xs[tk]->q.data() + s * kSuper, xs[tk]->d[static_cast<size_t>(s)], acc);
       y[tk * ldy + r] = acc;
     }
 }

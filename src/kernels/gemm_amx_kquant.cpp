@@ -444,6 +444,39 @@ void gemm_amx_kquant(DType t, const uint8_t* w, int64_t n_groups, const AmxInt8A
   else amx_kquant_groups<DType::Q6_K>(w, n_groups, x, y, ldy);
 }
 
+float kquant_superblock_ref(DType t, const uint8_t* blk, const int8_t* xq, float dx, float acc) {
+  uint8_t q[kSuper];
+  kquant_block_values(t, blk, q);
+  // The weight's integer n (q3_K: -n) and min of each value, as the planes hold them.
+  int32_t isum = 0, msum = 0;
+  for (int64_t i = 0; i < kSuper; ++i) {
+    const int32_t x = xq[i], k = static_cast<int32_t>(i / 16);
+    if (t == DType::Q6_K) {
+      isum += static_cast<int8_t>(blk[192 + k]) * (q[i] - 32) * x;
+    } else if (t == DType::Q3_K) {
+      isum += (q3k_scale(k, blk + 96) - 32) * (4 - q[i]) * x;
+    } else if (t == DType::Q2_K) {
+      isum += (blk[k] & 15) * q[i] * x;
+      msum += (blk[k] >> 4) * x;
+    } else {
+      uint8_t sc, m;
+      kquant_scale_min(k / 2, blk + 4, &sc, &m);
+      isum += sc * q[i] * x;
+      msum += m * x;
+    }
+  }
+  const size_t d_at = t == DType::Q6_K ? 208 : t == DType::Q3_K ? 108 : t == DType::Q2_K ? 80 : 0;
+  uint16_t hd, hm;
+  std::memcpy(&hd, blk + d_at, 2);
+  const float d = f16_to_f32(hd);
+  acc = std::fma(static_cast<float>(isum), (t == DType::Q3_K ? -d : d) * dx, acc);
+  if (t == DType::Q2_K || t == DType::Q4_K || t == DType::Q5_K) {
+    std::memcpy(&hm, blk + d_at + 2, 2);
+    acc = std::fma(static_cast<float>(msum), -f16_to_f32(hm) * dx, acc);
+  }
+  return acc;
+}
+
 void gemm_amx_kquant_ref(DType t, const uint8_t* w, int64_t n, const AmxInt8Activations& x, float* y,
                          int64_t ldy) {
   SMOE_CHECK(x16_kquant(t) && x.D % kSuper == 0, "AMX K-quant reference: ", dtype_name(t), " rows of ", x.D,
@@ -454,37 +487,10 @@ void gemm_amx_kquant_ref(DType t, const uint8_t* w, int64_t n, const AmxInt8Acti
     for (int64_t tk = 0; tk < x.T; ++tk) {
       float acc = 0.f;
       for (int64_t s = 0; s < S; ++s) {
-        const uint8_t* blk = w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb;
-        uint8_t q[kSuper];
-        kquant_block_values(t, blk, q);
-        const float dx = x.d[act_scale_index(S, tk, s)];
-        // The weight's integer n (q3_K: -n) and min of each value, as the planes hold them.
-        int32_t isum = 0, msum = 0;
-        for (int64_t i = 0; i < kSuper; ++i) {
-          const int32_t xq = x.q[act_value_index(x.D, tk, s * kSuper + i)], k = static_cast<int32_t>(i / 16);
-          if (t == DType::Q6_K) {
-            isum += static_cast<int8_t>(blk[192 + k]) * (q[i] - 32) * xq;
-          } else if (t == DType::Q3_K) {
-            isum += (q3k_scale(k, blk + 96) - 32) * (4 - q[i]) * xq;
-          } else if (t == DType::Q2_K) {
-            isum += (blk[k] & 15) * q[i] * xq;
-            msum += (blk[k] >> 4) * xq;
-          } else {
-            uint8_t sc, m;
-            kquant_scale_min(k / 2, blk + 4, &sc, &m);
-            isum += sc * q[i] * xq;
-            msum += m * xq;
-          }
-        }
-        const size_t d_at = t == DType::Q6_K ? 208 : t == DType::Q3_K ? 108 : t == DType::Q2_K ? 80 : 0;
-        uint16_t hd, hm;
-        std::memcpy(&hd, blk + d_at, 2);
-        const float d = f16_to_f32(hd);
-        acc = std::fma(static_cast<float>(isum), (t == DType::Q3_K ? -d : d) * dx, acc);
-        if (t == DType::Q2_K || t == DType::Q4_K || t == DType::Q5_K) {
-          std::memcpy(&hm, blk + d_at + 2, 2);
-          acc = std::fma(static_cast<float>(msum), -f16_to_f32(hm) * dx, acc);
-        }
+        int8_t xq[kSuper];  // the token's values of super-block s, gathered from the A tiles
+        for (int64_t i = 0; i < kSuper; ++i) xq[i] = x.q[act_value_index(x.D, tk, s * kSuper + i)];
+        acc = kquant_superblock_ref(t, w + static_cast<size_t>(r) * rb + static_cast<size_t>(s) * bb, xq,
+                                    x.d[act_scale_index(S, tk, s)], acc);
       }
       y[tk * ldy + r] = acc;
     }

@@ -65,6 +65,10 @@ void quantize_amx_activations_ref(const float* x, int64_t T, int64_t D, AmxInt8A
 void gemm_amx_kquant(DType t, const uint8_t* w, int64_t n_groups, const AmxInt8Activations& x, float* y,
                      int64_t ldy);
 // The scalar reference of the same arithmetic on n GGUF rows (not repacked), equal bit for bit.
+// kquant_superblock_ref is one super-block of it: the GGUF super-block at blk against a
+// token's 256 values xq (scale dx), returning acc after its one or two multiply-adds (also
+// the reference of dot_kquant_sb.h, on the same activations).
+float kquant_superblock_ref(DType t, const uint8_t* blk, const int8_t* xq, float dx, float acc);
 void gemm_amx_kquant_ref(DType t, const uint8_t* w, int64_t n, const AmxInt8Activations& x, float* y,
                          int64_t ldy);
 

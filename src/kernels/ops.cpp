@@ -43,19 +43,28 @@ int64_t int8_rows_grain(int64_t T, int64_t D, size_t rb) {
                             : std::max<int64_t>(4, static_cast<int64_t>((256 * 1024) / rb));
 }
 
+// Each of the T tokens x[T, D] quantized once by quantize(x_t, D, out) into this thread's
+// buffers (grow-only, one per token and vector type): pointers to them, valid until the next
+// call on this thread. Workers of a parallel loop must use the caller's pointers (each
+// thread has its own buffers).
+template <class V, class Quantize>
+const V* const* quantize_tokens(const float* x, int64_t T, int64_t D, Quantize&& quantize) {
+  thread_local std::vector<V> vs;
+  thread_local std::vector<const V*> ptrs;
+  if (vs.size() < static_cast<size_t>(T)) vs.resize(static_cast<size_t>(T));
+  ptrs.resize(static_cast<size_t>(T));
+  for (int64_t t = 0; t < T; ++t) {
+    quantize(x + t * D, D, vs[static_cast<size_t>(t)]);
+    ptrs[static_cast<size_t>(t)] = &vs[static_cast<size_t>(t)];
+  }
+  return ptrs.data();
+}
+
 // matmul for use_kquant_sb's types: each token's activations quantized per super-block once.
 void matmul_kquant_sb(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool* pool) {
   const int64_t D = w.shape.back(), N = w.numel() / D;
   const size_t rb = row_bytes(w.dtype, D);
-  thread_local std::vector<Int8SuperVector> xq_buf;  // grow-only, one per token
-  if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
-  thread_local std::vector<const Int8SuperVector*> xp_buf;
-  xp_buf.resize(static_cast<size_t>(T));
-  for (int64_t t = 0; t < T; ++t) {
-    quantize_vector_sb(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
-    xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
-  }
-  const Int8SuperVector* const* xp = xp_buf.data();  // the caller's: workers see their own thread_locals
+  const Int8SuperVector* const* xp = quantize_tokens<Int8SuperVector>(x, T, D, quantize_vector_sb);
   parallel_for(pool, N, int8_rows_grain(T, D, rb), [&](int64_t begin, int64_t end) {
     dot_kquant_sb(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp, static_cast<int>(T),
                   y + begin, N);
@@ -228,15 +237,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     const float* xs = k_quant ? xsum.data() : nullptr;
     if (int8_rows) {
       // Each token's activations quantized to int8 once, integer block dots.
-      thread_local std::vector<Int8Vector> xq_buf;  // grow-only, one per token
-      if (xq_buf.size() < static_cast<size_t>(T)) xq_buf.resize(static_cast<size_t>(T));
-      thread_local std::vector<const Int8Vector*> xp_buf;
-      xp_buf.resize(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) {
-        quantize_vector(x + t * D, D, xq_buf[static_cast<size_t>(t)]);
-        xp_buf[static_cast<size_t>(t)] = &xq_buf[static_cast<size_t>(t)];
-      }
-      const Int8Vector* const* xp = xp_buf.data();  // the caller's (see below)
+      const Int8Vector* const* xp = quantize_tokens<Int8Vector>(x, T, D, quantize_vector);
       parallel_for(pool, N, int8_rows_grain(T, D, rb), [&](int64_t begin, int64_t end) {
         dot_rows_int8_tokens(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xp,
                              static_cast<int>(T), y + begin, N);
