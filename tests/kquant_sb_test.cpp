@@ -144,6 +144,31 @@ TEST(KQuantSb, Avx2KernelMatchesItsReferenceBitForBit) {
           }
 }
 
+// The extremes the kernel's 16-bit pair sums and 16-bit scale products must hold: every
+// weight byte 0xFF (values, scales and mins at their top; q6_K's scales -1) against
+// activations of +-127.
+TEST(KQuantSb, Avx2KernelHoldsExtremeValues) {
+  if (!kquant_sb_avx2(DType::Q4_K)) GTEST_SKIP() << "no AVX2 here (or SMOE_CPU caps it off): the reference only";
+  const int64_t D = 512, n = 9;
+  std::vector<float> x(static_cast<size_t>(D));
+  for (int64_t i = 0; i < D; ++i) x[static_cast<size_t>(i)] = (i / 4) % 3 ? 1.f : -1.f;
+  const std::vector<Int8SuperVector> xv = quantize_tokens(x, 1, D);
+  for (DType t : kTypes) {
+    const size_t rb = row_bytes(t, D), bb = row_bytes(t, 256);
+    std::vector<uint8_t> w(rb * n, 0xFF);
+    const size_t d_at = t == DType::Q6_K ? 208 : t == DType::Q3_K ? 108 : t == DType::Q2_K ? 80 : 0;
+    const uint16_t one = 0x3C00;  // f16 1.0 for d and dmin
+    for (size_t b = 0; b < w.size() / bb; ++b)
+      for (size_t o : {d_at, d_at + 2})
+        if (o == d_at || t == DType::Q2_K || t == DType::Q4_K || t == DType::Q5_K) std::memcpy(&w[b * bb + o], &one, 2);
+    std::vector<float> ya(static_cast<size_t>(n)), yb(ya.size());
+    dot_kquant_sb(t, w.data(), n, pointers(xv).data(), 1, ya.data(), n);
+    dot_kquant_sb_ref(t, w.data(), n, pointers(xv).data(), 1, yb.data(), n);
+    ASSERT_EQ(std::memcmp(ya.data(), yb.data(), ya.size() * 4), 0) << dtype_name(t) << " " << ya[0] << " vs " << yb[0];
+    EXPECT_NE(yb[0], 0.f) << dtype_name(t);
+  }
+}
+
 TEST(KQuantSb, ErrorAgainstFloatDotsIsSmall) {
   const int64_t D = 2048, n = 32;
   for (DType t : kTypes) {

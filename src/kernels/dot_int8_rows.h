@@ -1,6 +1,5 @@
-// dot_int8_rows.h: pieces the int8-activation decode kernels share (gemm_int8.cpp for
-// q8_0/q4_0/q4_K/q5_K/q6_K rows, dot_int8_lowk.cpp for q2_K/q3_K rows, all in the GGUF
-// layout); included by those files only. Legend: NT tokens of a call, R rows of a pass.
+// dot_int8_rows.h: pieces the int8-activation kernels on GGUF-layout rows share (gemm_int8.cpp
+// for q8_0/q4_0 rows, dot_kquant_sb.cpp for the K-quants); included by those files only. Legend: NT tokens of a call, R rows of a pass.
 #pragma once
 #include <immintrin.h>
 
@@ -88,23 +87,5 @@ void for_token_groups(int nt, Kernel&& kernel) {
     }
   }
 }
-
-// q2_K and q3_K rows (dot_int8_lowk.cpp). Per 32-value block b of x (scale dx, lane sums
-// s_l of x_q over 4 values, Int8Vector::neg8_lane_sums = -8 s_l) and lane l (lanes 0-3
-// sub-block k = 2b % 16, lanes 4-7 sub-block k + 1 of the super-block; dsc_k = d * scale_k
-// and, for q2_K, dm_k = dmin * min_k), in block order into acc[l] for even blocks and
-// acc[l + 8] for odd ones (the kernel's 16 lanes hold two blocks):
-//   q2_K, q in 0..3, scale and min the sub-block's nibbles:
-//     isum = sum q * x_q (exact); tv = fma(-s_l, dm_k, isum * dsc_k)
-//   q3_K, q = low + 4 * high in 0..7, scale = the stored 6-bit value (q3k_scale) - 32:
-//     isum = sum q * x_q - 4 s_l (= sum (q - 4) x_q, exact); tv = isum * dsc_k
-//   acc = fma(tv, dx, acc)
-// and the result is reduce_lanes of acc[l] + acc[l + 8]. Against the float activations these
-// rows took before (2026-12-06, Xeon, 2 threads, `smoe bench --load memory --no-repack` on
-// the 2-layer q2_K file, alternating): tg 12-14 -> 32-39 tokens/s (llama.cpp: 22.6).
-void dot_lowk_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* out);
-// y[i * ldy + r] for n_tokens (1..4) vectors; AVX-512 VNNI (callers check int8_gemm_fast).
-void dot_lowk_vnni(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs, int n_tokens,
-                   float* y, int64_t ldy);
 
 }  // namespace smoe::int8dot

@@ -1,6 +1,6 @@
 // gemm_int8.cpp: products with int8 activations (see gemm_int8.h): batched tiles for
-// q8_0/q4_0 weights, and decode dot products for q8_0/q4_0/q4_K/q5_K/q6_K rows (q2_K/q3_K
-// in dot_int8_lowk.cpp). The kernels are compiled with function target attributes and
+// q8_0/q4_0 weights, decode dot products for their rows, and the activation quantizers
+// (also per super-block for the K-quant kernels of gemm_x16.h). The kernels are compiled with function target attributes and
 // chosen at run time (__builtin_cpu_supports, capped by cpu_features.h): the batch tiles for
 // AVX-512 VNNI, the decode kernels (dot_int8_decode-inl.h) once for AVX-512 VNNI and once
 // for AVX2; other CPUs run the scalar references.
@@ -180,87 +180,6 @@ void dot_int8_ref_row(DType t, const uint8_t* row, const Int8Vector& x, float* o
   *out = reduce_lanes(acc);
 }
 
-// ---- q4_K / q5_K rows against int8 activations ----
-// Per super-block (d, dmin, 8 sub-blocks j of 32 values with 6-bit scale sc_j and min m_j)
-// and per sub-block j (x block bx): lane sums isum_l of nibble * x over 4 values,
-// acc[l] = fma(isum_l, (d * sc_j) * dx, acc[l]); the min terms go to 8 more lanes, one per
-// sub-block: macc[j] = fma(dmin * m_j, dx * float(sum of x_q over the block), macc[j]).
-// Result: reduce_lanes(acc) - reduce_lanes(macc). Both kernels do exactly this.
-
-// q5_K (kHigh) is q4_K with a fifth bit per value: bit j of qh[l] for value l of
-// sub-block j (qh at offset 16, the nibbles at 48).
-template <bool kHigh>
-void dot_k45_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
-  constexpr size_t bb = kHigh ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
-  float acc[8] = {}, macc[8] = {};
-  for (int64_t s = 0; s < x.D / 256; ++s) {
-    const uint8_t* blk = row + static_cast<size_t>(s) * bb;
-    uint16_t hd, hm;
-    std::memcpy(&hd, blk, 2);
-    std::memcpy(&hm, blk + 2, 2);
-    const float d = f16_to_f32_fast(hd), dmin = f16_to_f32_fast(hm);
-    for (int j = 0; j < 8; ++j) {
-      uint8_t sc, m;
-      kquant_scale_min(j, blk + 4, &sc, &m);
-      const int64_t bx = s * 8 + j;
-      const float dx = x.d[static_cast<size_t>(bx)];
-      const uint8_t* qs = blk + (kHigh ? 48 : 16) + 32 * (j / 2);
-      const float scale = (d * static_cast<float>(sc)) * dx;
-      for (int l = 0; l < 8; ++l) {
-        int32_t isum = 0;
-        for (int i = 0; i < 4; ++i) {
-          int q = j % 2 ? qs[4 * l + i] >> 4 : qs[4 * l + i] & 15;
-          if constexpr (kHigh) q |= ((blk[16 + 4 * l + i] >> j) & 1) << 4;
-          isum += q * x.q[static_cast<size_t>(bx * kBlock + 4 * l + i)];
-        }
-        acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
-      }
-      macc[j] = std::fma(dmin * static_cast<float>(m), x.dsum[static_cast<size_t>(bx)], macc[j]);
-    }
-  }
-  *out = reduce_lanes(acc) - reduce_lanes(macc);
-}
-
-// ---- q6_K rows against int8 activations ----
-// Value q - 32 with q = 4 low bits from ql and 2 high bits from qh (0..63), an int8 scale
-// per 16 values, d per 256. Per x block bx (32 values: two 16-value sub-blocks, lanes 0-3
-// and 4-7): isum_l = sum of q * x over the lane's 4 values - 32 * (their x sum), then
-// acc[l] = fma(isum_l, (d * sc) * dx, acc[l]); result reduce_lanes(acc).
-
-// q (0..63) of value i (0..255) of a q6_K block.
-int q6k_value(const uint8_t* blk, int i) {
-  const int h = i / 128, k = (i % 128) / 32, l = i % 32;
-  const uint8_t* ql = blk + 64 * h + 32 * (k % 2);
-  const uint8_t qh = blk[128 + 32 * h + l];
-  const int lo = k < 2 ? ql[l] & 15 : ql[l] >> 4;
-  return lo | (((qh >> (2 * k)) & 3) << 4);
-}
-
-void dot_q6k_ref_row(const uint8_t* row, const Int8Vector& x, float* out) {
-  float acc[8] = {};
-  for (int64_t s = 0; s < x.D / 256; ++s) {
-    const uint8_t* blk = row + static_cast<size_t>(s) * sizeof(BlockQ6_K);
-    uint16_t hd;
-    std::memcpy(&hd, blk + 208, 2);
-    const float d = f16_to_f32_fast(hd);
-    const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
-    for (int jb = 0; jb < 8; ++jb) {
-      const int64_t bx = s * 8 + jb;
-      const float dx = x.d[static_cast<size_t>(bx)];
-      for (int l = 0; l < 8; ++l) {
-        int32_t isum = 0;
-        for (int i = 0; i < 4; ++i) {
-          const int v = 32 * jb + 4 * l + i;
-          isum += (q6k_value(blk, v) - 32) * x.q[static_cast<size_t>(bx * kBlock + 4 * l + i)];
-        }
-        const float scale = (d * static_cast<float>(sc[2 * jb + l / 4])) * dx;
-        acc[l] = std::fma(static_cast<float>(isum), scale, acc[l]);
-      }
-    }
-  }
-  *out = reduce_lanes(acc);
-}
-
 // The decode kernels, once for AVX-512 VNNI (256-bit vectors) and once for AVX2.
 #define SMOE_DOT_NS vnni
 #define SMOE_DOT_TARGET "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c"
@@ -286,8 +205,6 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
   if (out.q.size() < static_cast<size_t>(D)) out.q.resize(static_cast<size_t>(D));
   if (out.d.size() < static_cast<size_t>(nb)) out.d.resize(static_cast<size_t>(nb));
   if (out.neg8_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg8_lane_sums.resize(static_cast<size_t>(nb * 8));
-  if (out.neg32_lane_sums.size() < static_cast<size_t>(nb * 8)) out.neg32_lane_sums.resize(static_cast<size_t>(nb * 8));
-  if (out.dsum.size() < static_cast<size_t>(nb)) out.dsum.resize(static_cast<size_t>(nb));
   for (int64_t b = 0; b < nb; ++b) {
     const float* xb = x + b * kBlock;
     float amax = 0.f;
@@ -296,15 +213,11 @@ void quantize_vector(const float* x, int64_t D, Int8Vector& out) {
     out.d[static_cast<size_t>(b)] = d;
     for (int64_t k = 0; k < kBlock; ++k)
       out.q[static_cast<size_t>(b * kBlock + k)] = static_cast<int8_t>(std::nearbyint(xb[k] * id));
-    int32_t bsum = 0;
     for (int l = 0; l < 8; ++l) {
       int32_t s = 0;
       for (int j = 0; j < 4; ++j) s += out.q[static_cast<size_t>(b * kBlock + 4 * l + j)];
       out.neg8_lane_sums[static_cast<size_t>(b * 8 + l)] = -8 * s;
-      out.neg32_lane_sums[static_cast<size_t>(b * 8 + l)] = -32 * s;
-      bsum += s;
     }
-    out.dsum[static_cast<size_t>(b)] = d * static_cast<float>(bsum);
   }
 }
 
@@ -325,7 +238,6 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
     const Int8Vector* const* x = xs + t0;
     float* yt = y + t0 * ldy;
     if (!vnni) return avx2::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
-    if (t == DType::Q2_K || t == DType::Q3_K) return int8dot::dot_lowk_vnni(t, w, n_rows, x, nt(), yt, ldy);
     return vnni::dot_rows_run<nt()>(t, w, n_rows, x, yt, ldy);
   });
 }
@@ -333,13 +245,7 @@ void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8V
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y) {
   SMOE_CHECK(int8_dot_supports(t), "int8 dot: unsupported weight type ", dtype_name(t));
   const size_t rb = row_bytes(t, x.D);
-  for (int64_t r = 0; r < n_rows; ++r) {
-    if (t == DType::Q4_K) dot_k45_ref_row<false>(w + static_cast<size_t>(r) * rb, x, &y[r]);
-    else if (t == DType::Q5_K) dot_k45_ref_row<true>(w + static_cast<size_t>(r) * rb, x, &y[r]);
-    else if (t == DType::Q6_K) dot_q6k_ref_row(w + static_cast<size_t>(r) * rb, x, &y[r]);
-    else if (t == DType::Q2_K || t == DType::Q3_K) int8dot::dot_lowk_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
-    else dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
-  }
+  for (int64_t r = 0; r < n_rows; ++r) dot_int8_ref_row(t, w + static_cast<size_t>(r) * rb, x, &y[r]);
 }
 
 namespace {
@@ -496,12 +402,9 @@ bool int8_gemm_fast() {
 
 bool int8_gemm_supports(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
 
-bool int8_dot_avx2(DType t) { return avx2_allowed() && (t == DType::Q8_0 || t == DType::Q4_0); }
+bool int8_dot_avx2(DType t) { return avx2_allowed() && int8_dot_supports(t); }
 
-bool int8_dot_supports(DType t) {
-  return int8_gemm_supports(t) || t == DType::Q4_K || t == DType::Q5_K || t == DType::Q6_K || t == DType::Q2_K ||
-         t == DType::Q3_K;
-}
+bool int8_dot_supports(DType t) { return int8_gemm_supports(t); }
 
 void gemm_int8_panel(DType t, const uint8_t* w, int64_t n, const Int8Activations& x, float* y,
                      int64_t ldy) {

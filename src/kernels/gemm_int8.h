@@ -1,8 +1,9 @@
-// gemm_int8.h: matmul with int8 activations, batched for q8_0/q4_0 weights and as decode
-// dot products also for q4_K/q5_K/q6_K: each token's
-// activations are quantized per 32-value block (as q8_0: scale amax/127, round to nearest),
-// and blocks are multiplied in integers (AVX-512 VNNI vpdpbusd where the CPU has it; a
-// scalar reference with the same arithmetic otherwise and in tests).
+// gemm_int8.h: matmul with int8 activations for q8_0/q4_0 weights, batched and as decode dot
+// products: each token's activations are quantized per 32-value block (as q8_0: scale
+// amax/127, round to nearest), and blocks are multiplied in integers (AVX-512 VNNI vpdpbusd
+// where the CPU has it, AVX2 for the dot products; a scalar reference with the same
+// arithmetic otherwise and in tests). Also the activations of the repacked K-quant kernels
+// (gemm_x16.h).
 // Legend: T tokens, Tpad tokens padded to a multiple of 16, D row length, n rows.
 #pragma once
 #include <cstdint>
@@ -51,12 +52,11 @@ void quantize_activations_ref(const float* x, int64_t T, int64_t D, Int8Activati
 // Whether this CPU runs the VNNI kernel, and whether `t` has an int8 path at all.
 bool int8_gemm_fast();
 bool int8_gemm_supports(DType t);
-// Types with an int8-activation decode dot product (dot_rows_int8*): the above and the
-// K-quants q2_K, q3_K, q4_K, q5_K, q6_K.
+// Types with an int8-activation decode dot product (dot_rows_int8*): the same, q8_0 and q4_0
+// (K-quant rows in the GGUF layout take dot_kquant_sb.h).
 bool int8_dot_supports(DType t);
 // Whether dot_rows_int8 runs t on AVX2 kernels when VNNI is missing (or capped off,
-// cpu_features.h): q8_0 and q4_0, on CPUs with AVX2, FMA and F16C (the K-quants take
-// dot_kquant_sb.h's kernels there, and the reference here).
+// cpu_features.h): int8_dot_supports types, on CPUs with AVX2, FMA and F16C.
 bool int8_dot_avx2(DType t);
 
 // y[t * ldy + j] = sum over blocks b of d_w[j,b] * d_x[t,b] * (q_w[j,b] . q_x[t,b]) for
@@ -71,24 +71,20 @@ void gemm_int8_panel_ref(DType t, const uint8_t* w, int64_t n, const Int8Activat
 
 // ---- decode (one token against many rows) ----
 // x[D] quantized per 32-value block: q[D] int8 (round(x / d)), d[D/32], and per block and
-// 32-bit lane of the kernel ([D/32][8]) the sum s of 4 consecutive q, stored as -8 s and
-// -32 s (the offsets the q4_0 and q6_K kernels undo).
+// 32-bit lane of the kernel ([D/32][8]) the sum s of 4 consecutive q, stored as -8 s (the
+// offset the q4_0 kernels undo).
 struct Int8Vector {
   int64_t D = 0;
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int32_t> neg8_lane_sums;  // -8 s: q4_0's nibble offset, undone
-  std::vector<float> dsum;              // [D/32] d * block_sums: the block's x sum (q4_K's mins)
-  std::vector<int32_t> neg32_lane_sums;  // -32 s: q6_K's offset of 32, undone
 };
 void quantize_vector(const float* x, int64_t D, Int8Vector& out);
 
 // y[r] = dot(row r of w, x) for q8_0/q4_0 rows with int8 activations: per block and
 // 4-value lane an exact integer sum, lane accumulators acc[l] = fma(isum, d_w * d_x, acc[l])
 // in block order, then ((a0+a4)+(a2+a6))+((a1+a5)+(a3+a7)). VNNI when available, else AVX2
-// (int8_dot_avx2), else the reference; all follow exactly this arithmetic (equal bit for bit). q4_K, q5_K and
-// q6_K rows: the same per 32-value block of x with the K-quant's sub-block scales (see
-// gemm_int8.cpp).
+// (int8_dot_avx2), else the reference; all follow exactly this arithmetic (equal bit for bit).
 void dot_rows_int8(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
 void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector& x, float* y);
 // The same for n_tokens vectors at once (each weight block loaded once for all of them):

@@ -28,9 +28,12 @@ constexpr int64_t kAmxMinTokens = 16;
 constexpr int64_t kPanelRows = 48;
 // Batches of q8_0/q4_0 weights use int8 activations on CPUs with AVX-512 VNNI.
 bool use_int8_activations(DType t) { return int8_gemm_supports(t) && int8_gemm_fast(); }
-// Without VNNI, K-quant rows on AVX2 take the per-super-block kernels (dot_kquant_sb.h) for
-// decode and batches alike.
-bool use_kquant_sb(DType t) { return !int8_gemm_fast() && kquant_sb_avx2(t); }
+// K-quant rows in the GGUF layout (every CPU without AVX-512 VNNI; mapped files and
+// --no-repack with it) take the per-super-block kernels (dot_kquant_sb.h) on AVX2 for decode
+// and batches alike. On the Xeon with VNNI and AMX (2026-12-06, 2 threads, the 2-layer
+// Mixtral-shaped files, `smoe bench --load mmap -p 128 -n 32`) they ran prompts at 1.1-5x and
+// decode at 1.1-1.5x the VNNI per-32 decode kernels and the float batch path they replaced.
+bool use_kquant_sb(DType t) { return kquant_sb_avx2(t); }
 // The int8 decode kernels (dot_rows_int8_tokens): with VNNI for decode of every int8 type;
 // without it, on AVX2, for q8_0/q4_0 decode and batches alike.
 bool use_int8_rows(DType t, int64_t T) {
