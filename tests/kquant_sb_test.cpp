@@ -1,6 +1,6 @@
 // kquant_sb_test.cpp: the per-super-block int8 path for K-quant rows in the GGUF layout
-// (dot_kquant_sb.h): the AVX2 quantizer and kernel against their scalar references bit for
-// bit (every type, row counts around the passes, 1-6 tokens, misaligned rows, extreme and
+// (dot_kquant_sb.h): the AVX2 quantizer and the kernel (its VNNI passes, or with
+// SMOE_CPU=avx2 its AVX2 ones) against their scalar references bit for bit (every type, row counts around the passes, 1-6 tokens, misaligned rows, extreme and
 // special values), the reference against the AMX reference (gemm_amx_kquant_ref) on the same
 // activations, the error against float dot products, and matmul's use of it.
 #include <gtest/gtest.h>
@@ -13,7 +13,6 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
-#include "kernels/cpu_features.h"
 #include "kernels/dequant.h"
 #include "kernels/dot_kquant_sb.h"
 #include "kernels/gemm_amx_kquant.h"
@@ -120,7 +119,7 @@ TEST(KQuantSb, ReferenceMatchesTheAmxReference) {
     }
 }
 
-TEST(KQuantSb, Avx2KernelMatchesItsReferenceBitForBit) {
+TEST(KQuantSb, KernelMatchesItsReferenceBitForBit) {  // VNNI or AVX2 passes, by the cap
   if (!kquant_sb_avx2(DType::Q4_K)) GTEST_SKIP() << "no AVX2 here (or SMOE_CPU caps it off): the reference only";
   for (DType t : kTypes)
     for (int64_t D : {256, 768, 2048})
@@ -147,7 +146,7 @@ TEST(KQuantSb, Avx2KernelMatchesItsReferenceBitForBit) {
 // The extremes the kernel's 16-bit pair sums and 16-bit scale products must hold: every
 // weight byte 0xFF (values, scales and mins at their top; q6_K's scales -1) against
 // activations of +-127.
-TEST(KQuantSb, Avx2KernelHoldsExtremeValues) {
+TEST(KQuantSb, KernelHoldsExtremeValues) {
   if (!kquant_sb_avx2(DType::Q4_K)) GTEST_SKIP() << "no AVX2 here (or SMOE_CPU caps it off): the reference only";
   const int64_t D = 512, n = 9;
   std::vector<float> x(static_cast<size_t>(D));
@@ -193,8 +192,9 @@ TEST(KQuantSb, ErrorAgainstFloatDotsIsSmall) {
   }
 }
 
-TEST(KQuantSb, MatmulTakesItWithoutVnni) {
-  if (!kquant_sb_avx2(DType::Q4_K) || avx512_allowed()) GTEST_SKIP() << "matmul takes it on AVX2 without AVX-512 (SMOE_CPU=avx2)";
+// Weights in the file layout (not repacked), as mapped files and --no-repack leave them.
+TEST(KQuantSb, MatmulTakesItForRowsInTheFileLayout) {
+  if (!kquant_sb_avx2(DType::Q4_K)) GTEST_SKIP() << "no AVX2 here (or SMOE_CPU caps it off): matmul takes float dots";
   ThreadPool pool(2);
   const int64_t D = 512, N = 40;
   for (DType t : kTypes) {

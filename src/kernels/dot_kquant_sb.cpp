@@ -1,5 +1,6 @@
 // dot_kquant_sb.cpp: K-quant rows in the GGUF layout against per-super-block int8
-// activations (dot_kquant_sb.h): the quantizer, the AVX2 kernel and their scalar references.
+// activations (dot_kquant_sb.h): the quantizer, the kernel (AVX2, its passes also built for
+// AVX-512 VNNI: dot_kquant_sb-inl.h) and their scalar references.
 // Legend: NT tokens of a pass, R rows of a pass, s super-block, jb 32-value block of a
 // super-block, k 16-value sub-block (block jb holds sub-blocks 2jb and 2jb + 1).
 #include "kernels/dot_kquant_sb.h"
@@ -9,11 +10,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/error.h"
 #include "kernels/cpu_features.h"
 #include "kernels/dot_int8_rows.h"
 #include "kernels/gemm_amx_kquant.h"
+#include "kernels/gemm_int8.h"
 
 namespace smoe {
 
@@ -263,83 +266,24 @@ struct Q3K {
   SB_INLINE static float dmin(const uint8_t*) { return 0.f; }
 };
 
-// Rows per pass for NT tokens: R x NT int32 sums (at most 8, one reduction) stay in registers.
-constexpr int sb_pass_rows(int nt) { return nt == 1 ? 8 : nt == 2 ? 4 : 2; }
-
-// C[k] += the products of block jb of the super-block (k = i * NT + t).
-template <class U, int NT, int jb>
-SB_INLINE void block_products(U& u, const int8_t* const* xq, __m256i* c) {
-  const __m256i q = u.template q<jb>(), sc = u.template sc<jb>();
-  for (int t = 0; t < NT; ++t) {
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + 32 * jb));
-    c[t] = _mm256_add_epi32(c[t], _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), sc));
-  }
-}
-
-// R rows of w (rb bytes apart) against NT tokens; y[t * ldy + i] for row i.
-template <class U, int NT, int R>
-__attribute__((target(SB_TARGET))) void sb_pass(const uint8_t* w, size_t rb, const Int8SuperVector* const* xs,
-                                                float* y, int64_t ldy) {
-  static_assert(R * NT <= 8);
-  const int64_t S = xs[0]->D / kSuper;
-  // Lane k = i * NT + t of each vector: row i's d (and -dmin) and token t's dx.
-  alignas(32) float dl[8] = {}, ml[8] = {}, xl[8] = {};
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t s = 0; s < S; ++s) {
-    const int8_t* xq[NT];
-    const int16_t* xsum[NT];
-    for (int t = 0; t < NT; ++t) {
-      xq[t] = xs[t]->q.data() + s * kSuper;
-      xsum[t] = xs[t]->sum16.data() + s * 16;
-    }
-    __m256i c[8];
-    for (int k = R * NT; k < 8; ++k) c[k] = _mm256_setzero_si256();
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* blk = w + static_cast<size_t>(i) * rb + static_cast<size_t>(s) * U::kBytes;
-      int8dot::prefetch_unit(blk + R * rb, U::kBytes);
-      U u(blk);
-      __m256i* ci = c + i * NT;
-      for (int t = 0; t < NT; ++t)
-        ci[t] = U::kBias ? _mm256_madd_epi16(u.bias(), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xsum[t])))
-                         : _mm256_setzero_si256();
-      block_products<U, NT, 0>(u, xq, ci);
-      block_products<U, NT, 1>(u, xq, ci);
-      block_products<U, NT, 2>(u, xq, ci);
-      block_products<U, NT, 3>(u, xq, ci);
-      block_products<U, NT, 4>(u, xq, ci);
-      block_products<U, NT, 5>(u, xq, ci);
-      block_products<U, NT, 6>(u, xq, ci);
-      block_products<U, NT, 7>(u, xq, ci);
-      const float d = U::d(blk), dmin = U::dmin(blk);
-      for (int t = 0; t < NT; ++t) {
-        dl[i * NT + t] = d;
-        ml[i * NT + t] = -dmin;
-        xl[i * NT + t] = xs[t]->d[static_cast<size_t>(s)];
-      }
-    }
-    const __m256 dx = _mm256_load_ps(xl);
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(c)), _mm256_mul_ps(_mm256_load_ps(dl), dx), acc);
-    if constexpr (U::kMins) {
-      for (int i = 0; i < R; ++i) {
-        const __m256i m = U::mins(w + static_cast<size_t>(i) * rb + static_cast<size_t>(s) * U::kBytes);
-        for (int t = 0; t < NT; ++t)
-          c[i * NT + t] = _mm256_madd_epi16(m, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xsum[t])));
-      }
-      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(c)), _mm256_mul_ps(_mm256_load_ps(ml), dx), acc);
-    }
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  for (int i = 0; i < R; ++i)
-    for (int t = 0; t < NT; ++t) y[t * ldy + i] = lanes[i * NT + t];
-}
-
-template <class U, int NT>
-void sb_run(const uint8_t* w, size_t rb, int64_t n_rows, const Int8SuperVector* const* xs, float* y, int64_t ldy) {
-  int8dot::for_row_passes<sb_pass_rows(NT)>(n_rows, [&](auto rows, int64_t r) {
-    sb_pass<U, NT, rows()>(w + static_cast<size_t>(r) * rb, rb, xs, y + r, ldy);
-  });
-}
+// The passes, once for AVX-512 VNNI and once for AVX2. With VNNI (mapped files and
+// --no-repack on such CPUs: 2026-12-06, the Xeon, `smoe bench --load mmap -p 128 -n 32`,
+// builds alternating) prompts ran q4_K 118-121 -> 139-146 tokens/s, q3_K 106-109 -> 129,
+// q6_K 113-126 -> 116-127; decode within noise.
+#define SB_PASS_NS vnni
+#define SB_PASS_TARGET "avx512f,avx512vl,avx512vnni,avx2,fma,f16c"
+#define SB_PASS_VNNI 1
+#include "kernels/dot_kquant_sb-inl.h"
+#undef SB_PASS_NS
+#undef SB_PASS_TARGET
+#undef SB_PASS_VNNI
+#define SB_PASS_NS avx2
+#define SB_PASS_TARGET SB_TARGET
+#define SB_PASS_VNNI 0
+#include "kernels/dot_kquant_sb-inl.h"
+#undef SB_PASS_NS
+#undef SB_PASS_TARGET
+#undef SB_PASS_VNNI
 
 }  // namespace
 
@@ -372,15 +316,21 @@ void dot_kquant_sb(DType t, const uint8_t* w, int64_t n_rows, const Int8SuperVec
                    float* y, int64_t ldy) {
   if (!kquant_sb_avx2(t)) return dot_kquant_sb_ref(t, w, n_rows, xs, n_tokens, y, ldy);
   const size_t rb = row_bytes(t, xs[0]->D);
+  const bool vnni = int8_gemm_fast();
   int8dot::for_token_groups(n_tokens, [&](auto nt, int t0) {
     const Int8SuperVector* const* x = xs + t0;
     float* yt = y + t0 * ldy;
+    auto run = [&](auto type) {
+      using U = typename decltype(type)::type;
+      if (vnni) vnni::sb_run<U, nt()>(w, rb, n_rows, x, yt, ldy);
+      else avx2::sb_run<U, nt()>(w, rb, n_rows, x, yt, ldy);
+    };
     switch (t) {
-      case DType::Q2_K: return sb_run<Q2K, nt()>(w, rb, n_rows, x, yt, ldy);
-      case DType::Q3_K: return sb_run<Q3K, nt()>(w, rb, n_rows, x, yt, ldy);
-      case DType::Q4_K: return sb_run<Q4K, nt()>(w, rb, n_rows, x, yt, ldy);
-      case DType::Q5_K: return sb_run<Q5K, nt()>(w, rb, n_rows, x, yt, ldy);
-      default: return sb_run<Q6K, nt()>(w, rb, n_rows, x, yt, ldy);
+      case DType::Q2_K: return run(std::type_identity<Q2K>{});
+      case DType::Q3_K: return run(std::type_identity<Q3K>{});
+      case DType::Q4_K: return run(std::type_identity<Q4K>{});
+      case DType::Q5_K: return run(std::type_identity<Q5K>{});
+      default: return run(std::type_identity<Q6K>{});
     }
   });
 }

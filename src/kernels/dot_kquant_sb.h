@@ -1,6 +1,7 @@
 // dot_kquant_sb.h: K-quant rows (q2_K, q3_K, q4_K, q5_K, q6_K as stored in GGUF files)
-// against activations quantized per 256-value super-block, on AVX2: matmul's decode and
-// batch kernels for these types on CPUs without AVX-512 VNNI. Legend: D row length,
+// against activations quantized per 256-value super-block: matmul's decode and batch kernels
+// for such rows that are not repacked (every CPU without AVX-512 VNNI; mapped files and
+// --no-repack with it), on AVX2, with AVX-512 VNNI's vpdpwssd where the CPU has it. Legend: D row length,
 // S = D / 256 super-blocks, k 16-value sub-block, NT tokens of a call.
 //
 // Arithmetic: gemm_amx_kquant.h's, equal bit for bit to gemm_amx_kquant_ref on the same
@@ -37,11 +38,11 @@ struct Int8SuperVector {
 void quantize_vector_sb(const float* x, int64_t D, Int8SuperVector& out);
 void quantize_vector_sb_ref(const float* x, int64_t D, Int8SuperVector& out);
 
-// Whether dot_kquant_sb runs type t on its AVX2 kernel: a K-quant on a CPU with AVX2, FMA and
-// F16C (and not capped below avx2).
+// Whether dot_kquant_sb runs type t on its SIMD kernel: a K-quant on a CPU with AVX2, FMA and
+// F16C (and not capped below avx2; the VNNI passes where int8_gemm_fast).
 bool kquant_sb_avx2(DType t);
 // y[i * ldy + r] = row r of the n_rows K-quant rows at w (row_bytes(t, D) apart) . xs[i], for
-// n_tokens tokens; the AVX2 kernel when kquant_sb_avx2(t), else the reference.
+// n_tokens tokens; the SIMD kernel when kquant_sb_avx2(t), else the reference.
 void dot_kquant_sb(DType t, const uint8_t* w, int64_t n_rows, const Int8SuperVector* const* xs, int n_tokens,
                    float* y, int64_t ldy);
 void dot_kquant_sb_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8SuperVector* const* xs,
