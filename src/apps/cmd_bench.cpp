@@ -34,13 +34,18 @@ void run_bench_cmd(const BenchArgs& a) {
   const char* placement = model->weights_in_memory ? "memory" : "mmap";
   ThreadPool pool(a.threads);
   const bool amx = amx_available(), amx_int8 = amx_int8_available(), vnni = int8_gemm_fast();
-  std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps; weights in %s "
+  // Repacked (x16) matrices take the VNNI and AMX-INT8 kernels; the file layout (mapped,
+  // --no-repack) takes the int8 row kernels (K-quants: per-256 activations).
+  bool repacked = false;
+  for (const TensorView* t : model->all_tensors()) repacked = repacked || t->x16;
+  std::fprintf(stderr, "smoe bench: %s, %d threads, pp %lld, tg %lld, %d reps; weights in %s%s "
                "(loaded in %.2f s); SIMD %s (cap %s)%s%s%s\n",
                model->config.summary().c_str(), pool.size(), (long long)a.opts.n_prompt,
-               (long long)a.opts.n_gen, a.opts.reps, placement, load_s, simd_target(), cpu_cap_name(cpu_cap()),
-               vnni ? "; AVX-512 VNNI int8 kernels" : "",
+               (long long)a.opts.n_gen, a.opts.reps, placement, repacked ? ", repacked" : ", file layout", load_s,
+               simd_target(), cpu_cap_name(cpu_cap()),
+               vnni ? "; AVX-512 VNNI int8 kernels" : avx2_allowed() ? "; AVX2 int8 kernels" : "",
                amx ? "; AMX-BF16 tiles for f16/bf16 batches" : "",
-               amx_int8 ? "; AMX-INT8 tiles for K-quant batches" : "");
+               amx_int8 && repacked ? "; AMX-INT8 tiles for K-quant batches" : "");
   BenchResult r = run_bench(*model, pool, a.opts);
   auto stats = [](const Stats& s) {
     return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}};
@@ -52,6 +57,7 @@ void run_bench_cmd(const BenchArgs& a) {
       {"n_gen", a.opts.n_gen},
       {"reps", a.opts.reps},
       {"weights", placement},
+      {"repacked", repacked},
       {"simd_target", simd_target()},
       {"cpu_cap", cpu_cap_name(cpu_cap())},
       {"vnni", vnni},
