@@ -29,14 +29,7 @@ const DType kAllTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, D
 
 using test::randn;
 
-// `rows` rows of D values of type t, stored at byte offset `misalign` of the returned buffer.
-std::vector<uint8_t> make_rows(DType t, int64_t rows, int64_t D, size_t misalign, uint64_t seed) {
-  const size_t rb = row_bytes(t, D);
-  std::vector<uint8_t> buf(misalign + rb * static_cast<size_t>(rows) + 1);
-  const std::vector<float> w = randn(static_cast<size_t>(rows * D), seed);
-  for (int64_t r = 0; r < rows; ++r) quantize_row(t, w.data() + r * D, buf.data() + misalign + r * rb, D);
-  return buf;
-}
+using test::quantized_rows;
 
 double scalar_dot(DType t, const uint8_t* row, const float* x, int64_t D) {
   std::vector<float> w(static_cast<size_t>(D));
@@ -64,7 +57,7 @@ TEST(Kernels, DotRowsMatchScalarForAllTypesSizesAndAlignments) {
       if (t != DType::F32 && t != DType::F16 && t != DType::BF16 && D % 32 != 0) continue;
       for (size_t mis : {0, 1, 3}) {
         const int64_t rows = 6;  // a 4-row group and two single rows
-        std::vector<uint8_t> w = make_rows(t, rows, D, mis, 7 + static_cast<uint64_t>(D));
+        std::vector<uint8_t> w = quantized_rows(t, rows, D, mis, 7 + static_cast<uint64_t>(D));
         std::vector<float> xbuf = randn(static_cast<size_t>(D + 1), 11);
         const float* x = xbuf.data() + (mis ? 1 : 0);  // misaligned activations too
         std::vector<float> xs(static_cast<size_t>(D / 32 + 1));
@@ -88,7 +81,7 @@ TEST(Kernels, FloatDecodeDotsMatchScalarForAllSizesTokensAndAlignments) {
     for (int64_t D = 0; D <= 130; ++D) {
       for (size_t mis : {0, 1, 3}) {
         for (int64_t rows : {1, 2, 3, 5, 9}) {  // 4- and 2-row passes and the rest
-          std::vector<uint8_t> w = make_rows(t, rows, D, mis, 5 + static_cast<uint64_t>(D));
+          std::vector<uint8_t> w = quantized_rows(t, rows, D, mis, 5 + static_cast<uint64_t>(D));
           for (int T = 1; T <= kMaxFloatDotTokens; ++T) {
             std::vector<float> xbuf = randn(static_cast<size_t>(T * D + 1), 3 + static_cast<uint64_t>(T));
             const float* x = xbuf.data() + (mis ? 1 : 0);
@@ -124,7 +117,7 @@ TEST(Kernels, SimdDequantizationIsBitExact) {
     for (int64_t nblk = 0; nblk <= (blk == 1 ? 70 : 5); ++nblk) {
       const int64_t D = nblk * blk;
       for (size_t mis : {0, 1}) {
-        std::vector<uint8_t> w = make_rows(t, 1, D, mis, 3);
+        std::vector<uint8_t> w = quantized_rows(t, 1, D, mis, 3);
         // One spare float so data() is never null, even for D = 0.
         std::vector<float> a(static_cast<size_t>(D) + 1), b(static_cast<size_t>(D) + 1);
         dequantize_row(t, w.data() + mis, a.data(), D);
@@ -154,7 +147,7 @@ TEST(Kernels, GemmPanelMatchesScalar) {
     const int64_t D = 512;
     for (int64_t n : {1, 7, 24, 25, 48}) {
       for (int64_t T : {1, 5, 16, 33, 70}) {
-        std::vector<uint8_t> w = make_rows(t, n, D, 1, 5);
+        std::vector<uint8_t> w = quantized_rows(t, n, D, 1, 5);
         const std::vector<float> x = randn(static_cast<size_t>(T * D), 9);
         const int64_t Tpad = (T + half - 1) / half * half;
         std::vector<float> xT(static_cast<size_t>(D * Tpad), 0.f);
@@ -250,7 +243,7 @@ TEST(Kernels, Int8GemmMatchesItsReferenceAndTheFloatProduct) {
     for (int64_t D : {32, 96, 512}) {
       for (int64_t n : {1, 2, 3, 4, 5, 7, 48}) {  // every remainder of the 6-row tile
         for (int64_t T : {1, 15, 16, 17, 40}) {
-          std::vector<uint8_t> w = make_rows(t, n, D, 3, 21);
+          std::vector<uint8_t> w = quantized_rows(t, n, D, 3, 21);
           const std::vector<float> x = randn(static_cast<size_t>(T * D), 4);
           Int8Activations xa;
           quantize_activations(x.data(), T, D, xa);
@@ -276,7 +269,7 @@ TEST(Kernels, MatmulMatchesReferenceOnThreads) {
   for (DType t : kAllTypes) {
     for (int64_t T : {1, 2, 3, 4, 9, 40}) {
       const int64_t N = 70, D = 256;
-      std::vector<uint8_t> buf = make_rows(t, N, D, 0, 13);
+      std::vector<uint8_t> buf = quantized_rows(t, N, D, 0, 13);
       TensorView w;
       w.name = "w";
       w.dtype = t;
@@ -309,7 +302,7 @@ TEST(Kernels, Int8DecodeDotMatchesItsReferenceAndTheFloatDot) {
     for (int64_t D = 0; D <= blk * (blk == 32 ? 9 : 3); D += blk) {
       for (size_t mis : {0, 1}) {
         const int64_t rows = 5;
-        std::vector<uint8_t> w = make_rows(t, rows, D, mis, 31 + static_cast<uint64_t>(D));
+        std::vector<uint8_t> w = quantized_rows(t, rows, D, mis, 31 + static_cast<uint64_t>(D));
         const std::vector<float> x = randn(static_cast<size_t>(D), 8);
         Int8Vector xq;
         quantize_vector(x.data(), D, xq);

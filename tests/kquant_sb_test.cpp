@@ -30,14 +30,10 @@ constexpr DType kTypes[] = {DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, 
 // n rows of D values at byte offset mis: quantized Gaussian rows, or random bytes (every
 // scale, min and value pattern, q6_K's scale -128 included) with finite f16 scales.
 std::vector<uint8_t> make_rows(DType t, int64_t n, int64_t D, size_t mis, uint64_t seed, bool random_bytes) {
+  if (!random_bytes) return test::quantized_rows(t, n, D, mis, seed);
   const size_t rb = row_bytes(t, D), bb = row_bytes(t, 256);
   std::vector<uint8_t> buf(mis + rb * static_cast<size_t>(n) + 1);
   uint8_t* w = buf.data() + mis;
-  if (!random_bytes) {
-    const std::vector<float> v = randn(static_cast<size_t>(n * D), seed);
-    for (int64_t r = 0; r < n; ++r) quantize_row(t, v.data() + r * D, w + r * rb, D);
-    return buf;
-  }
   std::mt19937_64 rng(seed);
   for (size_t i = 0; i < rb * static_cast<size_t>(n); ++i) w[i] = static_cast<uint8_t>(rng());
   const size_t d_at = t == DType::Q6_K ? 208 : t == DType::Q3_K ? 108 : t == DType::Q2_K ? 80 : 0;

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/quantize.h"
 #include "model/config.h"
 #include "model/transformer.h"
 
@@ -22,6 +23,16 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float sd = 1.f) {
   std::vector<float> v(n);
   for (float& x : v) x = normal(rng);
   return v;
+}
+
+// `rows` rows of D Gaussian values quantized to type t, stored at byte offset `misalign` of the
+// returned buffer (one spare byte after them).
+inline std::vector<uint8_t> quantized_rows(DType t, int64_t rows, int64_t D, size_t misalign, uint64_t seed) {
+  const size_t rb = row_bytes(t, D);
+  std::vector<uint8_t> buf(misalign + rb * static_cast<size_t>(rows) + 1);
+  const std::vector<float> w = randn(static_cast<size_t>(rows * D), seed);
+  for (int64_t r = 0; r < rows; ++r) quantize_row(t, w.data() + r * D, buf.data() + misalign + r * rb, D);
+  return buf;
 }
 
 // The small Mixtral-shaped model most synthetic-model tests start from (they change the

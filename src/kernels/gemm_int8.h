@@ -92,4 +92,23 @@ void dot_rows_int8_ref(DType t, const uint8_t* w, int64_t n_rows, const Int8Vect
 void dot_rows_int8_tokens(DType t, const uint8_t* w, int64_t n_rows, const Int8Vector* const* xs,
                           int n_tokens, float* y, int64_t ldy);
 
+// ---- batches on AVX2 (gemm_int8_avx2.cpp) ----
+// x[T, D] quantized per 32-value block (as quantize_vector) and laid out in quads of 4 tokens
+// (the last padded with zero tokens), per quad and block b: q[quad][b][pair][half][32] (the
+// pair's two tokens' 16 values of the half side by side), and in the kernel's (row, token)
+// lane order dx[quad][b][8] the tokens' scales and corr[quad][b][8] -8 x their block sums of
+// x_q (q4_0's offset).
+struct Int8QuadActivations {
+  int64_t T = 0, D = 0, quads = 0;
+  std::vector<int8_t> q;
+  std::vector<float> dx;
+  std::vector<int32_t> corr;
+};
+void quantize_quads(const float* x, int64_t T, int64_t D, Int8QuadActivations& out);
+// y[t * ldy + r] for the n_rows q8_0/q4_0 rows at w (GGUF layout) and x's tokens, on AVX2
+// (callers check int8_dot_avx2): equal bit for bit to gemm_int8_panel_ref on the same
+// activations.
+void gemm_int8_rows_avx2(DType t, const uint8_t* w, int64_t n_rows, const Int8QuadActivations& x, float* y,
+                         int64_t ldy);
+
 }  // namespace smoe

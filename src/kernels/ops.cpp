@@ -238,6 +238,16 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
       for (int64_t t = 0; t < T; ++t) sub_block_sums(x + t * D, D, &xsum[static_cast<size_t>(t * D / 32)]);
     }
     const float* xs = k_quant ? xsum.data() : nullptr;
+    if (int8_rows && T >= kGemmMinTokens) {
+      // AVX2 batches: tokens in quads, 2 rows x 4 tokens per pass (gemm_int8_avx2.cpp).
+      thread_local Int8QuadActivations xq_buf;  // grow-only
+      const Int8QuadActivations& xq = xq_buf;   // the caller's: workers see their own thread_locals
+      quantize_quads(x, T, D, xq_buf);
+      parallel_for(pool, N, int8_rows_grain(T, D, rb), [&](int64_t begin, int64_t end) {
+        gemm_int8_rows_avx2(w.dtype, w.data + static_cast<size_t>(begin) * rb, end - begin, xq, y + begin, N);
+      });
+      return;
+    }
     if (int8_rows) {
       // Each token's activations quantized to int8 once, integer block dots.
       const Int8Vector* const* xp = quantize_tokens<Int8Vector>(x, T, D, quantize_vector);
