@@ -239,7 +239,7 @@ void matmul(const TensorView& w, const float* x, float* y, int64_t T, ThreadPool
     }
     const float* xs = k_quant ? xsum.data() : nullptr;
     if (int8_rows && T >= kGemmMinTokens) {
-      // AVX2 batches: tokens in quads, 2 rows x 4 tokens per pass (gemm_int8_avx2.cpp).
+      // AVX2 batches: tokens in quads, 2 rows x 2 quads per pass (gemm_int8_avx2.cpp).
       thread_local Int8QuadActivations xq_buf;  // grow-only
       const Int8QuadActivations& xq = xq_buf;   // the caller's: workers see their own thread_locals
       quantize_quads(x, T, D, xq_buf);
