@@ -214,21 +214,25 @@ struct Q6K {
   SB_INLINE static float dmin(const uint8_t*) { return 0.f; }
 };
 
-// q2_K and q3_K: block jb = 4n + j holds bits 2j of the 32 bytes of qs[32n ..].
-struct Q2K {
-  static constexpr size_t kBytes = sizeof(BlockQ2_K), kQs = 16;
-  static constexpr bool kBias = false, kMins = true;
+// q2_K and q3_K: block jb = 4n + j holds bits 2j of the 32 bytes of qs[32n ..] (at blk + kQs).
+template <size_t kQs>
+struct Low2 {
   const uint8_t* blk;
-  Scales16 scales;
   __m256i v;
-  SB_INLINE explicit Q2K(const uint8_t* b)
-      : blk(b),
-        scales(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), _mm_set1_epi8(15)))) {}
   template <int jb>
   SB_INLINE __m256i low2() {
     if constexpr (jb % 4 == 0) v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 8 * jb));
     return _mm256_and_si256(_mm256_srli_epi16(v, 2 * (jb % 4)), _mm256_set1_epi8(3));
   }
+};
+
+struct Q2K : Low2<16> {
+  static constexpr size_t kBytes = sizeof(BlockQ2_K);
+  static constexpr bool kBias = false, kMins = true;
+  Scales16 scales;
+  SB_INLINE explicit Q2K(const uint8_t* b)
+      : Low2<16>{b, _mm256_setzero_si256()},
+        scales(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b)), _mm_set1_epi8(15)))) {}
   template <int jb>
   SB_INLINE __m256i q() { return low2<jb>(); }
   template <int jb>
@@ -242,22 +246,17 @@ struct Q2K {
   SB_INLINE static float dmin(const uint8_t* b) { return f16_at(b + 82); }
 };
 
-struct Q3K {
-  static constexpr size_t kBytes = sizeof(BlockQ3_K), kQs = 32;
+struct Q3K : Low2<32> {
+  static constexpr size_t kBytes = sizeof(BlockQ3_K);
   static constexpr bool kBias = true, kMins = false;
-  const uint8_t* blk;
   Scales16 scales;  // sc - 32
-  __m256i v, hmask;
+  __m256i hmask;
   SB_INLINE explicit Q3K(const uint8_t* b)
-      : blk(b),
+      : Low2<32>{b, _mm256_setzero_si256()},
         scales(_mm256_sub_epi16(_mm256_cvtepu8_epi16(int8dot::q3k_stored_scales(b)), _mm256_set1_epi16(32))),
         hmask(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b))) {}
   template <int jb>
-  SB_INLINE __m256i q() {  // low + 4 * high, high bit jb of hmask
-    if constexpr (jb % 4 == 0) v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kQs + 8 * jb));
-    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 2 * (jb % 4)), _mm256_set1_epi8(3)),
-                           bit_to<jb, 2>(hmask));
-  }
+  SB_INLINE __m256i q() { return _mm256_or_si256(low2<jb>(), bit_to<jb, 2>(hmask)); }  // low + 4 * high (bit jb of hmask)
   template <int jb>
   SB_INLINE __m256i sc() const { return scales.pair<jb>(); }
   SB_INLINE __m256i bias() const { return _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(scales.s16, 2)); }
@@ -269,7 +268,7 @@ struct Q3K {
 // The passes, once for AVX-512 VNNI and once for AVX2. With VNNI (mapped files and
 // --no-repack on such CPUs: 2026-12-06, the Xeon, `smoe bench --load mmap -p 128 -n 32`,
 // builds alternating) prompts ran q4_K 118-121 -> 139-146 tokens/s, q3_K 106-109 -> 129,
-// q6_K 113-126 -> 116-127; decode within noise.
+// q6_K 113-126 -> 116-127; decode q3_K 40-42 -> 45, q4_K and q6_K within 2 tokens/s.
 #define SB_PASS_NS vnni
 #define SB_PASS_TARGET "avx512f,avx512vl,avx512vnni,avx2,fma,f16c"
 #define SB_PASS_VNNI 1
